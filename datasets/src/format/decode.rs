@@ -1,0 +1,85 @@
+//! Turns a stored record into pixels: removes the zstd frame (bounded by the
+//! declared length), decodes JPEG, and checks the result against the index
+//! entry so that a damaged record is an error, never wrong pixels.
+
+use super::layout::Encoding;
+use super::reader::RecordRef;
+use crate::error::Result;
+
+/// Decoded pixels, u8, row-major, channels interleaved (HWC).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecodedImage {
+    pub width: u32,
+    pub height: u32,
+    /// 1 (grey) or 3 (RGB).
+    pub channels: u8,
+    pub pixels: Vec<u8>,
+}
+
+impl DecodedImage {
+    /// As an `image` crate buffer (for saving or resizing).
+    pub fn to_dynamic(&self) -> Option<image::DynamicImage> {
+        match self.channels {
+            1 => image::GrayImage::from_raw(self.width, self.height, self.pixels.clone()).map(Into::into),
+            3 => image::RgbImage::from_raw(self.width, self.height, self.pixels.clone()).map(Into::into),
+            _ => None,
+        }
+    }
+}
+
+/// The record's payload: the stored bytes, or the zstd frame decompressed into
+/// `buf`. Decompression is bounded by the declared `raw_len`.
+pub fn payload<'a>(rec: &RecordRef<'a>, buf: &'a mut Vec<u8>) -> Result<&'a [u8]> {
+    if !rec.entry.is_zstd() {
+        return Ok(rec.stored);
+    }
+    let want = rec.entry.raw_len as usize;
+    buf.clear();
+    buf.reserve(want);
+    let n = zstd::bulk::decompress_to_buffer(rec.stored, buf)
+        .map_err(|e| rec.error(format!("zstd frame does not decompress to {want} bytes: {e}")))?;
+    if n != want {
+        return Err(rec.error(format!("zstd frame holds {n} bytes, index says {want}")));
+    }
+    Ok(&buf[..])
+}
+
+/// Decodes a record to pixels, checking geometry against its index entry.
+/// JPEGs are converted to grey or RGB as the entry's channel count says.
+pub fn decode_record(rec: &RecordRef<'_>) -> Result<DecodedImage> {
+    let mut buf = Vec::new();
+    let bytes = payload(rec, &mut buf)?;
+    let e = rec.entry;
+    match rec.encoding() {
+        Encoding::Raw => Ok(DecodedImage {
+            width: e.width,
+            height: e.height,
+            channels: e.channels,
+            pixels: bytes.to_vec(),
+        }),
+        Encoding::Jpeg => {
+            let mut reader = image::ImageReader::with_format(std::io::Cursor::new(bytes), image::ImageFormat::Jpeg);
+            let mut limits = image::Limits::default();
+            limits.max_image_width = Some(e.width);
+            limits.max_image_height = Some(e.height);
+            reader.limits(limits);
+            let img = reader.decode().map_err(|err| rec.error(format!("JPEG does not decode: {err}")))?;
+            if img.width() != e.width || img.height() != e.height {
+                return Err(rec.error(format!(
+                    "JPEG is {}x{}, index says {}x{}",
+                    img.width(),
+                    img.height(),
+                    e.width,
+                    e.height
+                )));
+            }
+            let pixels = if e.channels == 1 { img.into_luma8().into_raw() } else { img.into_rgb8().into_raw() };
+            Ok(DecodedImage {
+                width: e.width,
+                height: e.height,
+                channels: e.channels,
+                pixels,
+            })
+        }
+    }
+}

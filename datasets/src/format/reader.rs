@@ -1,0 +1,238 @@
+//! Memory-mapped, validating shard reader. A shard is untrusted input: `open`
+//! checks the header and every index entry against the real file size before
+//! any record is touched, so later accesses are plain bounds-checked slices of
+//! the map (zero copy) and can never read out of bounds or allocate from a
+//! corrupt length.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+
+use super::layout::{self, Encoding, Header, IndexEntry, ENTRY_LEN, HEADER_LEN, KNOWN_FLAGS};
+use crate::error::{Error, Result};
+
+/// Largest payload one record may declare (decompressed). A larger value in an
+/// index entry is treated as corruption rather than an allocation request.
+pub const MAX_RECORD_BYTES: u64 = 1 << 30;
+
+/// An open, validated shard.
+pub struct Shard {
+    path: PathBuf,
+    map: Mmap,
+    header: Header,
+}
+
+/// A borrowed view of one record: its index entry and its stored bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct RecordRef<'a> {
+    pub entry: IndexEntry,
+    /// The stored bytes (possibly a zstd frame), a slice of the mapped file.
+    pub stored: &'a [u8],
+    /// The shard the record lives in, for error messages.
+    pub shard: &'a Path,
+    /// Index of the record within its shard.
+    pub local: u64,
+}
+
+impl RecordRef<'_> {
+    pub fn encoding(&self) -> Encoding {
+        // Validated at open.
+        Encoding::from_code(self.entry.encoding).unwrap_or(Encoding::Raw)
+    }
+
+    /// Checks the stored bytes against the crc32c in the index.
+    pub fn verify_checksum(&self) -> Result<()> {
+        let crc = crc32c::crc32c(self.stored);
+        if crc != self.entry.checksum {
+            return Err(self.error(format!(
+                "checksum mismatch (index {:08x}, data {crc:08x})",
+                self.entry.checksum
+            )));
+        }
+        Ok(())
+    }
+
+    /// An error naming this record's shard and local index.
+    pub fn error(&self, reason: impl Into<String>) -> Error {
+        Error::BadRecord {
+            path: self.shard.to_path_buf(),
+            record: self.local,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl Shard {
+    /// Maps and validates the shard at `path`.
+    pub fn open(path: &Path) -> Result<Shard> {
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        // SAFETY: the map is read-only; shards are immutable once renamed into
+        // place, and every access is bounds-checked against the map's length.
+        let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        let header = Header::decode(&map).map_err(|r| Error::shard(path, r))?;
+        let shard = Shard {
+            path: path.to_path_buf(),
+            map,
+            header,
+        };
+        shard.validate()?;
+        Ok(shard)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let bad = |r: String| Error::shard(&self.path, r);
+        let h = &self.header;
+        let len = self.map.len() as u64;
+        if h.file_len != len {
+            return Err(bad(format!(
+                "file is {len} bytes but its header says {} (truncated or extended)",
+                h.file_len
+            )));
+        }
+        if h.index_offset != HEADER_LEN as u64 {
+            return Err(bad(format!("index offset {} is not {HEADER_LEN}", h.index_offset)));
+        }
+        let max_records = (len - HEADER_LEN as u64) / ENTRY_LEN as u64;
+        if h.record_count > max_records {
+            return Err(bad(format!(
+                "header claims {} records; a {len}-byte file holds at most {max_records}",
+                h.record_count
+            )));
+        }
+        if h.data_offset != layout::data_offset_for(h.record_count) || h.data_offset > len {
+            return Err(bad(format!("record region offset {} is inconsistent", h.data_offset)));
+        }
+        let index = self.index_bytes();
+        let crc = crc32c::crc32c(index);
+        if crc != h.index_crc {
+            return Err(bad(format!(
+                "index checksum mismatch (header {:08x}, index {crc:08x})",
+                h.index_crc
+            )));
+        }
+        let mut prev_end = h.data_offset;
+        for i in 0..h.record_count {
+            let e = self.entry(i);
+            let why = check_entry(&e, prev_end, len);
+            if let Some(reason) = why {
+                return Err(Error::BadRecord {
+                    path: self.path.clone(),
+                    record: i,
+                    reason: format!("bad index entry: {reason}"),
+                });
+            }
+            prev_end = e.offset + e.stored_len as u64;
+        }
+        Ok(())
+    }
+
+    fn index_bytes(&self) -> &[u8] {
+        let start = HEADER_LEN;
+        let end = start + self.header.record_count as usize * ENTRY_LEN;
+        &self.map[start..end]
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+    pub fn len(&self) -> u64 {
+        self.header.record_count
+    }
+    pub fn is_empty(&self) -> bool {
+        self.header.record_count == 0
+    }
+    /// The whole mapped file (for whole-file checksums).
+    pub fn bytes(&self) -> &[u8] {
+        &self.map
+    }
+
+    /// The index entry of local record `i` (`i < len()`, else panics).
+    pub fn entry(&self, i: u64) -> IndexEntry {
+        assert!(i < self.header.record_count, "record {i} out of range");
+        let at = HEADER_LEN + i as usize * ENTRY_LEN;
+        IndexEntry::decode(&self.map[at..at + ENTRY_LEN])
+    }
+
+    /// Local record `i`, its checksum verified when `verify` is set.
+    pub fn record(&self, i: u64, verify: bool) -> Result<RecordRef<'_>> {
+        if i >= self.header.record_count {
+            return Err(Error::OutOfRange {
+                index: i,
+                len: self.header.record_count,
+            });
+        }
+        let entry = self.entry(i);
+        let start = entry.offset as usize;
+        let r = RecordRef {
+            entry,
+            stored: &self.map[start..start + entry.stored_len as usize],
+            shard: &self.path,
+            local: i,
+        };
+        if verify {
+            r.verify_checksum()?;
+        }
+        Ok(r)
+    }
+
+    /// Every padding byte (between and after records, after the index) is zero.
+    pub fn check_padding(&self) -> Result<()> {
+        let mut pos = HEADER_LEN + self.header.record_count as usize * ENTRY_LEN;
+        let mut gaps = Vec::new();
+        for i in 0..self.header.record_count {
+            let e = self.entry(i);
+            gaps.push((pos, e.offset as usize));
+            pos = e.offset as usize + e.stored_len as usize;
+        }
+        gaps.push((pos, self.map.len()));
+        for (a, b) in gaps {
+            if let Some(k) = self.map[a..b].iter().position(|&x| x != 0) {
+                return Err(Error::shard(&self.path, format!("non-zero padding byte at offset {}", a + k)));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why an index entry cannot be trusted, if it cannot.
+fn check_entry(e: &IndexEntry, prev_end: u64, file_len: u64) -> Option<String> {
+    let Some(enc) = Encoding::from_code(e.encoding) else {
+        return Some(format!("unknown encoding code {}", e.encoding));
+    };
+    if e.flags & !KNOWN_FLAGS != 0 {
+        return Some(format!("unknown flags {:#06x}", e.flags));
+    }
+    if e.offset < prev_end || e.offset % layout::RECORD_ALIGN != 0 {
+        return Some(format!("offset {} overlaps or is misaligned", e.offset));
+    }
+    let end = e.offset.checked_add(e.stored_len as u64);
+    if end.is_none_or(|end| end > file_len) {
+        return Some(format!(
+            "{} bytes at offset {} run past the end of the {file_len}-byte file",
+            e.stored_len, e.offset
+        ));
+    }
+    if e.raw_len as u64 > MAX_RECORD_BYTES {
+        return Some(format!("declared payload of {} bytes exceeds the limit", e.raw_len));
+    }
+    if !e.is_zstd() && e.raw_len != e.stored_len {
+        return Some("uncompressed record whose raw and stored lengths differ".into());
+    }
+    if e.width == 0 || e.height == 0 || !matches!(e.channels, 1 | 3) {
+        return Some(format!("bad geometry {}x{}x{}", e.width, e.height, e.channels));
+    }
+    if enc == Encoding::Raw {
+        let want = e.width as u64 * e.height as u64 * e.channels as u64;
+        if want != e.raw_len as u64 {
+            return Some(format!(
+                "raw {}x{}x{} needs {want} bytes, entry says {}",
+                e.width, e.height, e.channels, e.raw_len
+            ));
+        }
+    }
+    None
+}
