@@ -35,8 +35,8 @@ pub fn payload<'a>(rec: &RecordRef<'a>, buf: &'a mut Vec<u8>) -> Result<&'a [u8]
     }
     let want = rec.entry.raw_len as usize;
     buf.clear();
-    buf.reserve(want);
-    let n = zstd::bulk::decompress_to_buffer(rec.stored, buf)
+    buf.resize(want, 0);
+    let n = zstd::bulk::decompress_to_buffer(rec.stored, &mut buf[..])
         .map_err(|e| rec.error(format!("zstd frame does not decompress to {want} bytes: {e}")))?;
     if n != want {
         return Err(rec.error(format!("zstd frame holds {n} bytes, index says {want}")));
