@@ -25,6 +25,8 @@ enum Command {
     Inspect(commands::inspect::InspectArgs),
     /// Check every checksum and structural invariant of a packed dataset.
     Verify(commands::verify::VerifyArgs),
+    /// Speed measurements: reading shards (more targets as components land).
+    Bench(commands::bench::BenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -40,5 +42,6 @@ fn main() -> anyhow::Result<()> {
         Command::Pack(a) => commands::pack::run(a),
         Command::Inspect(a) => commands::inspect::run(a),
         Command::Verify(a) => commands::verify::run(a),
+        Command::Bench(a) => commands::bench::run(a),
     }
 }

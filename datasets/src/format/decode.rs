@@ -27,6 +27,13 @@ impl DecodedImage {
     }
 }
 
+thread_local! {
+    /// One zstd context per thread: creating a context costs more than
+    /// decompressing a small record.
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        std::cell::RefCell::new(zstd::bulk::Decompressor::new().ok());
+}
+
 /// The record's payload: the stored bytes, or the zstd frame decompressed into
 /// `buf`. Decompression is bounded by the declared `raw_len`.
 pub fn payload<'a>(rec: &RecordRef<'a>, buf: &'a mut Vec<u8>) -> Result<&'a [u8]> {
@@ -36,7 +43,11 @@ pub fn payload<'a>(rec: &RecordRef<'a>, buf: &'a mut Vec<u8>) -> Result<&'a [u8]
     let want = rec.entry.raw_len as usize;
     buf.clear();
     buf.resize(want, 0);
-    let n = zstd::bulk::decompress_to_buffer(rec.stored, &mut buf[..])
+    let n = DECOMPRESSOR
+        .with(|d| match &mut *d.borrow_mut() {
+            Some(d) => d.decompress_to_buffer(rec.stored, &mut buf[..]),
+            None => zstd::bulk::decompress_to_buffer(rec.stored, &mut buf[..]),
+        })
         .map_err(|e| rec.error(format!("zstd frame does not decompress to {want} bytes: {e}")))?;
     if n != want {
         return Err(rec.error(format!("zstd frame holds {n} bytes, index says {want}")));

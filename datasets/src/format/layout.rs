@@ -244,6 +244,12 @@ mod tests {
     }
 
     #[test]
+    fn checksum_is_crc32c_as_documented() {
+        // FORMAT.md's check value of CRC-32C (Castagnoli).
+        assert_eq!(crc32c::crc32c(b"123456789"), 0xE306_9283);
+    }
+
+    #[test]
     fn data_region_is_page_aligned() {
         assert_eq!(data_offset_for(0), 4096);
         assert_eq!(data_offset_for(101), 8192);

@@ -6,3 +6,6 @@ pub mod layout;
 pub mod manifest;
 pub mod reader;
 pub mod writer;
+
+#[cfg(test)]
+mod proptests;

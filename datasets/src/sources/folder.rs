@@ -59,10 +59,12 @@ impl ImageFolder {
             return Err(Error::source(root, "no class folders: expected root/<class>/<image files>"));
         }
         let mut out = ImageFolder::default();
+        // Folders listed so far, shared by all classes and seeded with the root:
+        // a link back to the root or into another class is not followed.
+        let mut seen: HashSet<PathBuf> = std::fs::canonicalize(root).into_iter().collect();
         for (label, name) in class_dirs.iter().enumerate() {
             let dir = root.join(name);
             let before = out.files.len();
-            let mut seen = HashSet::new();
             out.walk(&dir, Some(label as u32), &mut seen);
             let class = name.to_string_lossy().into_owned();
             if out.files.len() == before {
@@ -84,7 +86,7 @@ impl ImageFolder {
             }
         };
         if !seen.insert(canon) {
-            self.listing_rejects.push((dir.display().to_string(), "folder link loop (visited already)".into()));
+            self.listing_rejects.push((dir.display().to_string(), "folder link to a folder already listed (a loop or a duplicate)".into()));
             return;
         }
         let mut entries: Vec<PathBuf> = match std::fs::read_dir(dir) {
