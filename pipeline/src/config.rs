@@ -1,0 +1,101 @@
+//! Loader configuration and its resumable position.
+
+use serde::{Deserialize, Serialize};
+
+use crate::augment::Augment;
+use crate::order::{RankPolicy, Shuffle};
+use crate::transforms::PatchConfig;
+
+/// What to do with a record that fails its checksum or does not decode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CorruptPolicy {
+    /// Count it and use the next record of the epoch's order in its place.
+    Skip,
+    /// Yield an error naming the record.
+    Fail,
+}
+
+/// Everything that determines the batches a loader yields.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LoaderConfig {
+    pub batch_size: usize,
+    /// Worker threads (each fills whole batches); 0 = all cores.
+    pub threads: usize,
+    pub seed: u64,
+    pub epoch: u64,
+    pub rank: u64,
+    pub world: u64,
+    pub shuffle: Shuffle,
+    pub rank_policy: RankPolicy,
+    /// Drop the last, smaller batch of the epoch.
+    pub drop_last: bool,
+    pub augment: Augment,
+    pub patch: PatchConfig,
+    /// Output channels: 3 (grey is replicated) or 1 (RGB becomes luma).
+    pub channels: u8,
+    /// Batches prepared ahead of the consumer (bounds memory).
+    pub prefetch: usize,
+    pub on_corrupt: CorruptPolicy,
+    /// Decode only the part of a JPEG the crop needs.
+    pub partial_decode: bool,
+    /// Verify each record's CRC-32C when reading it.
+    pub verify_checksums: bool,
+}
+
+impl LoaderConfig {
+    /// SRMAE pretraining defaults at `size` with `patch`-pixel patches.
+    pub fn pretrain(size: u32, patch: usize, batch_size: usize) -> LoaderConfig {
+        LoaderConfig {
+            batch_size,
+            threads: 0,
+            seed: 0,
+            epoch: 0,
+            rank: 0,
+            world: 1,
+            shuffle: Shuffle::Full,
+            rank_policy: RankPolicy::Drop,
+            drop_last: true,
+            augment: Augment::mae_pretrain(size),
+            patch: PatchConfig::srmae(patch),
+            channels: 3,
+            prefetch: 4,
+            on_corrupt: CorruptPolicy::Skip,
+            partial_decode: true,
+            verify_checksums: true,
+        }
+    }
+
+    /// Evaluation: sequential order, centre crop, no patch outputs, keep the last batch.
+    pub fn eval(size: u32, batch_size: usize) -> LoaderConfig {
+        LoaderConfig {
+            shuffle: Shuffle::Sequential,
+            rank_policy: RankPolicy::Pad,
+            drop_last: false,
+            augment: Augment::eval(size),
+            patch: PatchConfig::None,
+            ..LoaderConfig::pretrain(size, 16, batch_size)
+        }
+    }
+
+    /// A hash of everything but `epoch` and `threads` (which do not change
+    /// the batches of an epoch): a resume with another config is refused.
+    pub fn fingerprint(&self) -> u64 {
+        let mut c = self.clone();
+        c.epoch = 0;
+        c.threads = 0;
+        c.prefetch = 0;
+        let json = serde_json::to_vec(&c).expect("config serialises");
+        // FNV-1a, stable across runs and platforms.
+        json.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+    }
+}
+
+/// Where a loader stands: enough to build one that continues exactly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoaderState {
+    pub epoch: u64,
+    /// The next batch the consumer will receive.
+    pub next_batch: u64,
+    pub fingerprint: u64,
+}

@@ -1,0 +1,171 @@
+//! One sample's way from a stored record to a `[C, size, size]` u8 slot of
+//! the batch: zstd (if any) -> decode (only the crop's region for JPEG) ->
+//! crop + bicubic resize in one pass (fast_image_resize, SIMD) -> flip and
+//! channel layout. Each worker owns one `SampleProcessor` and reuses its
+//! buffers, so the steady state allocates nothing.
+
+use std::time::Instant;
+
+use fast_image_resize::{images::Image, images::ImageRef, FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+use srmae_datasets::format::decode::{decode_record, payload};
+use srmae_datasets::format::reader::RecordRef;
+use srmae_datasets::Encoding;
+
+use crate::augment::{Augment, CropBox, Plan};
+use crate::jpeg::JpegDecoder;
+use crate::rng::SampleRng;
+
+/// Nanoseconds spent per stage (accumulated by the worker).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StageNanos {
+    pub fetch: u64,
+    pub decompress: u64,
+    pub decode: u64,
+    pub augment: u64,
+    pub patch: u64,
+}
+
+/// A worker's decoder and scratch buffers.
+pub struct SampleProcessor {
+    jpeg: JpegDecoder,
+    zbuf: Vec<u8>,
+    pixels: Vec<u8>,
+    resized: Vec<u8>,
+    resizer: Resizer,
+    /// Decode only what the crop needs (DCT scaling + region); off = full decode.
+    pub partial_decode: bool,
+    /// JPEGs libjpeg-turbo refused that the fallback decoder read.
+    pub fallbacks: u64,
+}
+
+fn ns(t: Instant) -> u64 {
+    t.elapsed().as_nanos() as u64
+}
+
+impl SampleProcessor {
+    pub fn new() -> Result<SampleProcessor, String> {
+        Ok(SampleProcessor {
+            jpeg: JpegDecoder::new()?,
+            zbuf: Vec::new(),
+            pixels: Vec::new(),
+            resized: Vec::new(),
+            resizer: Resizer::new(),
+            partial_decode: true,
+            fallbacks: 0,
+        })
+    }
+
+    /// Decodes, augments and writes `rec` into `out` (`[channels, size, size]`).
+    pub fn process(
+        &mut self,
+        rec: &RecordRef<'_>,
+        augment: &Augment,
+        rng: &mut SampleRng,
+        channels: u8,
+        out: &mut [u8],
+        t: &mut StageNanos,
+    ) -> Result<(), String> {
+        let mut zbuf = std::mem::take(&mut self.zbuf);
+        let res = self.process_with(rec, augment, rng, channels, out, t, &mut zbuf);
+        self.zbuf = zbuf;
+        res
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn process_with(
+        &mut self,
+        rec: &RecordRef<'_>,
+        augment: &Augment,
+        rng: &mut SampleRng,
+        channels: u8,
+        out: &mut [u8],
+        t: &mut StageNanos,
+        zbuf: &mut Vec<u8>,
+    ) -> Result<(), String> {
+        let e = rec.entry;
+        let plan = augment.plan(e.width, e.height, rng);
+        let t0 = Instant::now();
+        let data = payload(rec, zbuf).map_err(|err| err.to_string())?;
+        t.decompress += ns(t0);
+        let t1 = Instant::now();
+        let (src_w, src_h, src_c, crop) = match rec.encoding() {
+            Encoding::Raw => {
+                self.pixels.clear();
+                self.pixels.extend_from_slice(data);
+                (e.width, e.height, e.channels, plan.crop)
+            }
+            Encoding::Jpeg => self.decode_jpeg(rec, data, &plan)?,
+        };
+        t.decode += ns(t1);
+        let t2 = Instant::now();
+        self.resize(src_w, src_h, src_c, crop, plan.size)?;
+        write_chw(&self.resized, src_c, plan.size as usize, plan.flip, channels, out);
+        t.augment += ns(t2);
+        Ok(())
+    }
+
+    fn decode_jpeg(&mut self, rec: &RecordRef<'_>, data: &[u8], plan: &Plan) -> Result<(u32, u32, u8, CropBox), String> {
+        let e = rec.entry;
+        let attempt = self.jpeg.header(data).and_then(|hdr| {
+            if (hdr.width, hdr.height) != (e.width, e.height) {
+                return Err(format!("JPEG is {}x{}, index says {}x{}", hdr.width, hdr.height, e.width, e.height));
+            }
+            self.jpeg.decode_for_crop(data, &hdr, plan.crop, plan.size, self.partial_decode, &mut self.pixels)
+        });
+        match attempt {
+            Ok(r) => Ok((r.width, r.height, r.channels, r.crop)),
+            Err(first) => {
+                // libjpeg-turbo refuses a few files other decoders accept;
+                // the pack-time decoder decides, and checks geometry.
+                let img = decode_record(rec).map_err(|err| format!("{first}; fallback decoder: {err}"))?;
+                self.fallbacks += 1;
+                self.pixels = img.pixels;
+                Ok((img.width, img.height, img.channels, plan.crop))
+            }
+        }
+    }
+
+    fn resize(&mut self, w: u32, h: u32, c: u8, crop: CropBox, size: u32) -> Result<(), String> {
+        let pt = if c == 1 { PixelType::U8 } else { PixelType::U8x3 };
+        let n = w as usize * h as usize * c as usize;
+        let src = ImageRef::new(w, h, &self.pixels[..n], pt).map_err(|err| format!("resize source: {err}"))?;
+        let out_len = size as usize * size as usize * c as usize;
+        self.resized.resize(out_len, 0);
+        let mut dst = Image::from_slice_u8(size, size, &mut self.resized[..], pt).map_err(|err| format!("resize target: {err}"))?;
+        let opts = ResizeOptions::new()
+            .resize_alg(ResizeAlg::Convolution(FilterType::CatmullRom))
+            .crop(crop.left, crop.top, crop.width, crop.height);
+        self.resizer.resize(&src, &mut dst, &opts).map_err(|err| format!("resize: {err}"))
+    }
+}
+
+/// HWC (`src_c` channels) -> CHW (`out_c` channels), mirrored when `flip`.
+/// Grey is replicated to RGB; RGB becomes grey with ITU-R 601 luma (PIL's "L").
+pub fn write_chw(src: &[u8], src_c: u8, size: usize, flip: bool, out_c: u8, out: &mut [u8]) {
+    let plane = size * size;
+    for y in 0..size {
+        let row = &src[y * size * src_c as usize..(y + 1) * size * src_c as usize];
+        for x in 0..size {
+            let sx = if flip { size - 1 - x } else { x };
+            let dst = y * size + x;
+            match (src_c, out_c) {
+                (3, 3) => {
+                    out[dst] = row[sx * 3];
+                    out[plane + dst] = row[sx * 3 + 1];
+                    out[2 * plane + dst] = row[sx * 3 + 2];
+                }
+                (1, 3) => {
+                    let v = row[sx];
+                    out[dst] = v;
+                    out[plane + dst] = v;
+                    out[2 * plane + dst] = v;
+                }
+                (1, 1) => out[dst] = row[sx],
+                _ => {
+                    let (r, g, b) = (row[sx * 3] as u32, row[sx * 3 + 1] as u32, row[sx * 3 + 2] as u32);
+                    out[dst] = ((r * 299 + g * 587 + b * 114 + 500) / 1000) as u8;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! MAE's `random_masking`: per-sample uniform noise, `ids_shuffle =
+//! argsort(noise)`, the first `int(L * (1 - mask_ratio))` are kept visible,
+//! `ids_restore = argsort(ids_shuffle)`.
+
+use super::{mask_value, PatchLayout, PatchOut, PatchTransform};
+use crate::rng::SampleRng;
+
+/// Indices that sort `v` ascending (stable, as torch.argsort on distinct values).
+pub fn argsort(v: &[f32], out: &mut [u32]) {
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = i as u32;
+    }
+    out.sort_by(|&a, &b| v[a as usize].total_cmp(&v[b as usize]));
+}
+
+/// Shared by MAE and SRMAE: draws the noise and fills `shuffle` and `restore`.
+pub(crate) fn shuffle_and_restore(rng: &mut SampleRng, noise: &mut [f32], shuffle: &mut [u32], restore: &mut [u32]) {
+    rng.fill_uniform_f32(noise);
+    argsort(noise, shuffle);
+    for (pos, &id) in shuffle.iter().enumerate() {
+        restore[id as usize] = pos as u32;
+    }
+}
+
+pub struct MaeRandom {
+    layout: PatchLayout,
+}
+
+impl MaeRandom {
+    pub fn new(grid: usize, patch: usize, channels: usize, mask_ratio: f64) -> MaeRandom {
+        let l = grid * grid;
+        let keep = (l as f64 * (1.0 - mask_ratio)) as usize;
+        MaeRandom {
+            layout: PatchLayout {
+                patch,
+                grid_h: grid,
+                grid_w: grid,
+                n_visible: keep,
+                n_hidden: l - keep,
+                restore: true,
+                channels,
+                ..Default::default()
+            },
+        }
+    }
+}
+
+impl PatchTransform for MaeRandom {
+    fn name(&self) -> &'static str {
+        "mae_random"
+    }
+    fn layout(&self) -> PatchLayout {
+        self.layout
+    }
+    fn apply(&self, _image: &[u8], rng: &mut SampleRng, out: PatchOut<'_>) {
+        let l = self.layout.num_patches();
+        let mut noise = vec![0f32; l];
+        let mut shuffle = vec![0u32; l];
+        shuffle_and_restore(rng, &mut noise, &mut shuffle, out.restore);
+        let keep = self.layout.n_visible;
+        out.visible.copy_from_slice(&shuffle[..keep]);
+        out.hidden.copy_from_slice(&shuffle[keep..]);
+        out.mask.fill(mask_value::HIDDEN);
+        for &v in &shuffle[..keep] {
+            out.mask[v as usize] = mask_value::VISIBLE;
+        }
+    }
+}
