@@ -40,6 +40,10 @@ pub struct DecodedRegion {
     pub scale_eighths: u32,
 }
 
+/// iMCU width per TJSAMP code (444, 422, 420, GRAY, 440, 411, 441), as
+/// turbojpeg.h's `tjMCUWidth` (a header-only table, not an exported symbol).
+const MCU_WIDTH: [u32; 7] = [8, 16, 16, 8, 8, 32, 8];
+
 fn scaled(dim: u32, num: u32) -> u32 {
     // TJSCALED: ceil(dim * num / 8)
     (dim * num).div_ceil(8)
@@ -104,11 +108,10 @@ impl JpegDecoder {
         };
         let s = num as f64 / 8.0;
         let (sw, sh) = (scaled(hdr.width, num), scaled(hdr.height, num));
-        let mcu_w = if (0..raw::TJ_NUMSAMP as i32).contains(&hdr.subsamp) {
-            scaled(unsafe { raw::tjMCUWidth[hdr.subsamp as usize] } as u32, num).max(1)
-        } else {
-            0
-        };
+        let mcu_w = usize::try_from(hdr.subsamp)
+            .ok()
+            .and_then(|i| MCU_WIDTH.get(i))
+            .map_or(0, |&w| scaled(w, num).max(1));
         // Region in scaled pixels: left aligned down to the iMCU, one pixel
         // of margin for the resampling filter's edge.
         let (x0, x1, y0, y1) = if partial && mcu_w > 0 {
