@@ -41,6 +41,9 @@ pub struct LoaderConfig {
     pub partial_decode: bool,
     /// Verify each record's CRC-32C when reading it.
     pub verify_checksums: bool,
+    /// Unmap each record's pages after use, so that RSS stays flat however
+    /// large the dataset (the page cache still holds them).
+    pub release_pages: bool,
 }
 
 impl LoaderConfig {
@@ -63,6 +66,7 @@ impl LoaderConfig {
             on_corrupt: CorruptPolicy::Skip,
             partial_decode: true,
             verify_checksums: true,
+            release_pages: true,
         }
     }
 

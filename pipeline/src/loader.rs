@@ -285,7 +285,11 @@ fn fill_batch(s: &Shared, proc: &mut SampleProcessor, k: u64) -> Result<Batch, L
             let rng_index = id ^ (attempt << 48);
             let mut rng = SampleRng::new(cfg.seed, cfg.epoch, rng_index, Purpose::Augment);
             let tf = Instant::now();
-            let rec = s.ds.record(id).map_err(|e| e.to_string());
+            let rec = s
+                .ds
+                .locate(id)
+                .and_then(|(shard, local)| s.ds.shards()[shard].record(local, cfg.verify_checksums))
+                .map_err(|e| e.to_string());
             t.fetch += tf.elapsed().as_nanos() as u64;
             let out = &mut data.images[i * img_len..(i + 1) * img_len];
             let done = rec.and_then(|r| {
@@ -294,6 +298,9 @@ fn fill_batch(s: &Shared, proc: &mut SampleProcessor, k: u64) -> Result<Batch, L
             });
             match done {
                 Ok(label) => {
+                    if cfg.release_pages {
+                        s.ds.release(id);
+                    }
                     data.labels[i] = label;
                     data.sample_ids[i] = id;
                     break;

@@ -104,6 +104,13 @@ impl PackedDataset {
         self.shards[s].record(local, self.verify_checksums)
     }
 
+    /// Releases the mapped pages of record `index` (see `Shard::release`).
+    pub fn release(&self, index: u64) {
+        if let Ok((s, local)) = self.locate(index) {
+            self.shards[s].release(local);
+        }
+    }
+
     /// Record `index` decoded to pixels.
     pub fn decode(&self, index: u64) -> Result<DecodedImage> {
         decode_record(&self.record(index)?)

@@ -16,6 +16,9 @@ use crate::error::{Error, Result};
 /// index entry is treated as corruption rather than an allocation request.
 pub const MAX_RECORD_BYTES: u64 = 1 << 30;
 
+/// Linux's default `fault_around_bytes`.
+const FAULT_AROUND_BYTES: usize = 2 << 20;
+
 /// An open, validated shard.
 pub struct Shard {
     path: PathBuf,
@@ -177,6 +180,31 @@ impl Shard {
             r.verify_checksum()?;
         }
         Ok(r)
+    }
+
+    /// Drops this process's mapping of the pages holding local record `i`
+    /// (`madvise(MADV_DONTNEED)`): the data stays in the page cache, but no
+    /// longer counts in this process's resident set, so streaming a dataset
+    /// larger than memory keeps RSS flat. A later read faults the pages back
+    /// in from the page cache.
+    pub fn release(&self, i: u64) {
+        if i >= self.header.record_count {
+            return;
+        }
+        let e = self.entry(i);
+        // The kernel maps up to 64 KiB around a faulting page ("fault-around"),
+        // so release the aligned 64 KiB windows the record touches, not just
+        // its own pages.
+        let page = FAULT_AROUND_BYTES;
+        let start = e.offset as usize / page * page;
+        let end = (e.offset as usize + e.stored_len as usize).div_ceil(page) * page;
+        let end = end.min(self.map.len());
+        if end > start {
+            // SAFETY: a read-only, file-backed, shared mapping: dropped pages are
+            // re-read from the file on the next access, so no data is lost and
+            // slices handed out earlier stay valid.
+            let _ = unsafe { self.map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start) };
+        }
     }
 
     /// Every padding byte (between and after records, after the index) is zero.

@@ -10,21 +10,88 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use rayon::prelude::*;
 use srmae_datasets::format::decode::{decode_record, payload};
-use srmae_datasets::PackedDataset;
+use srmae_datasets::format::manifest::SourceInfo;
+use srmae_datasets::sources::{Payload, Source, SourceItem};
+use srmae_datasets::{PackOptions, PackedDataset};
+use srmae_pipeline::{Loader, LoaderConfig, PatchConfig};
+use std::sync::Arc;
 
 /// Measure srmae's components.
 #[derive(Args, Debug)]
 #[command(after_help = "\
 Examples:
   srmae bench read data/fmnist-train
-  srmae bench read data/photos --threads 1 --limit 2000")]
+  srmae bench read data/photos --threads 1 --limit 2000
+  srmae bench loader data/photos --threads 2 --batch 64 --size 224 --mode srmae
+  srmae bench synth /tmp/synth-1m --records 1000000 && srmae bench loader /tmp/synth-1m --size 28 --patch 4 --channels 1
+  srmae bench loader data/fmnist-train --size 28 --patch 4 --channels 1 --mode mae --json")]
 pub struct BenchArgs {
     #[command(subcommand)]
     what: BenchWhat,
 }
 
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LoaderMode {
+    /// SRMAE clues (75% selected, 4x area downsampling) + RandomResizedCrop
+    Srmae,
+    /// MAE random masking + RandomResizedCrop
+    Mae,
+    /// SimMIM block masks + RandomResizedCrop
+    Simmim,
+    /// BEiT blockwise masks + RandomResizedCrop
+    Beit,
+    /// RandomResizedCrop only
+    Crop,
+    /// Evaluation transform (resize + centre crop), sequential order
+    Eval,
+}
+
 #[derive(Subcommand, Debug)]
 enum BenchWhat {
+    /// Pack a synthetic raw dataset (for memory and scale checks of the loader).
+    Synth {
+        /// Output directory.
+        out: PathBuf,
+        /// Number of records.
+        #[arg(long, default_value_t = 1_000_000)]
+        records: u64,
+        /// Image side (grey, raw).
+        #[arg(long, default_value_t = 28)]
+        size: u32,
+    },
+    /// Stream batches through the loader: images/s, per-stage time, queue depth, peak RSS.
+    Loader {
+        /// Packed dataset directory.
+        dir: PathBuf,
+        /// Worker threads.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        /// Output image side.
+        #[arg(long, default_value_t = 224)]
+        size: u32,
+        /// Patch side.
+        #[arg(long, default_value_t = 16)]
+        patch: usize,
+        #[arg(long, value_enum, default_value = "srmae")]
+        mode: LoaderMode,
+        /// Batches to time (default: one epoch).
+        #[arg(long)]
+        batches: Option<u64>,
+        /// Untimed batches first (page cache, allocations).
+        #[arg(long, default_value_t = 4)]
+        warmup: u64,
+        /// Decode whole JPEGs (no DCT scaling, no region decode).
+        #[arg(long)]
+        full_decode: bool,
+        /// Output channels (1 or 3).
+        #[arg(long, default_value_t = 3)]
+        channels: u8,
+        /// Print one JSON line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Read every record: access only, access + checksum, access + checksum + decode.
     Read {
         /// Packed dataset directory.
@@ -41,7 +108,186 @@ enum BenchWhat {
 pub fn run(a: BenchArgs) -> Result<()> {
     match a.what {
         BenchWhat::Read { dir, threads, limit } => bench_read(dir, threads, limit),
+        BenchWhat::Synth { out, records, size } => synth(out, records, size),
+        BenchWhat::Loader {
+            dir,
+            threads,
+            batch,
+            size,
+            patch,
+            mode,
+            batches,
+            warmup,
+            full_decode,
+            channels,
+            json,
+        } => {
+            let mut cfg = match mode {
+                LoaderMode::Eval => LoaderConfig::eval(size, batch),
+                _ => LoaderConfig::pretrain(size, patch, batch),
+            };
+            cfg.patch = match mode {
+                LoaderMode::Srmae => PatchConfig::srmae(patch),
+                LoaderMode::Mae => PatchConfig::MaeRandom { patch, mask_ratio: 0.75 },
+                LoaderMode::Simmim => PatchConfig::SimMimBlocks { mask_patch: 32, model_patch: patch, mask_ratio: 0.6 },
+                LoaderMode::Beit => PatchConfig::BeitBlockwise {
+                    patch,
+                    num_masking_patches: ((size as usize / patch).pow(2) * 2) / 5,
+                    min_num_patches: 16,
+                    min_aspect: 0.3,
+                },
+                LoaderMode::Crop | LoaderMode::Eval => PatchConfig::None,
+            };
+            cfg.threads = threads;
+            cfg.partial_decode = !full_decode;
+            cfg.channels = channels;
+            bench_loader(dir, cfg, batches, warmup, &format!("{mode:?}").to_lowercase(), json)
+        }
     }
+}
+
+/// Grey images with a per-record gradient and noise, 10 classes.
+struct SynthSource {
+    n: u64,
+    side: u32,
+    classes: Vec<String>,
+}
+
+impl Source for SynthSource {
+    fn kind(&self) -> &'static str {
+        "synthetic"
+    }
+    fn classes(&self) -> &[String] {
+        &self.classes
+    }
+    fn len(&self) -> usize {
+        self.n as usize
+    }
+    fn name(&self, i: usize) -> String {
+        format!("synthetic#{i}")
+    }
+    fn load(&self, i: usize) -> std::result::Result<SourceItem, String> {
+        let s = self.side as usize;
+        let mut x = (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let data = (0..s * s)
+            .map(|p| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (((p % s) * 255 / s) as u64 / 2 + (x & 63) + (i as u64 % 10) * 6) as u8
+            })
+            .collect();
+        Ok(SourceItem {
+            label: Some((i % 10) as u32),
+            payload: Payload::Pixels {
+                width: self.side,
+                height: self.side,
+                channels: 1,
+                data,
+            },
+        })
+    }
+}
+
+fn synth(out: PathBuf, records: u64, size: u32) -> Result<()> {
+    let source = SynthSource {
+        n: records,
+        side: size,
+        classes: (0..10).map(|c| c.to_string()).collect(),
+    };
+    let info = SourceInfo {
+        kind: "synthetic".into(),
+        path: "-".into(),
+    };
+    let opts = PackOptions {
+        encoding: srmae_datasets::Encoding::Raw,
+        zstd_level: 3,
+        overwrite: true,
+        ..PackOptions::default()
+    };
+    let bar = crate::progress::items_bar(records, "synth");
+    let r = srmae_datasets::pack(&source, info, "train", &out, &opts, &|p| bar.set_position(p.items))?;
+    bar.finish_and_clear();
+    println!("packed {} synthetic {size}x{size} records into {} shards at {}", r.manifest.num_records, r.manifest.shards.len(), out.display());
+    Ok(())
+}
+
+fn bench_loader(dir: PathBuf, cfg: LoaderConfig, batches: Option<u64>, warmup: u64, mode: &str, json: bool) -> Result<()> {
+    let ds = Arc::new(PackedDataset::open(&dir).with_context(|| format!("opening {}", dir.display()))?);
+    let threads = cfg.threads;
+    let mut epoch = 0;
+    let make = |epoch: u64| Loader::new(ds.clone(), LoaderConfig { epoch, ..cfg.clone() });
+    let mut loader = make(epoch)?;
+    let per_epoch = loader.num_batches();
+    anyhow::ensure!(per_epoch > 0, "{} has fewer records than one batch", dir.display());
+    let timed = batches.unwrap_or(per_epoch);
+    let mut next = |loader: &mut Loader| -> Result<usize> {
+        loop {
+            if let Some(b) = loader.next() {
+                return Ok(b?.len);
+            }
+            epoch += 1;
+            *loader = make(epoch)?;
+        }
+    };
+    for _ in 0..warmup {
+        next(&mut loader)?;
+    }
+    let before = loader.metrics();
+    let bar = crate::progress::items_bar(timed, "loader");
+    let t = Instant::now();
+    let mut images = 0u64;
+    for _ in 0..timed {
+        images += next(&mut loader)? as u64;
+        bar.inc(1);
+    }
+    let secs = t.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    let m = loader.metrics();
+    let rate = images as f64 / secs;
+    // Stage busy time of the timed part (same epoch's loader, or the whole of a later one).
+    let d = |a: f64, b: f64| if a >= b { a - b } else { a };
+    let stages = [
+        ("fetch", d(m.fetch_s, before.fetch_s)),
+        ("decompress", d(m.decompress_s, before.decompress_s)),
+        ("decode", d(m.decode_s, before.decode_s)),
+        ("crop+resize+flip", d(m.augment_s, before.augment_s)),
+        ("patch transform", d(m.patch_s, before.patch_s)),
+        ("worker idle", d(m.worker_idle_s, before.worker_idle_s)),
+    ];
+    if json {
+        let mut v = serde_json::json!({
+            "loader": "srmae", "mode": mode, "threads": threads, "batch": cfg.batch_size, "size": cfg.augment.size(),
+            "partial_decode": cfg.partial_decode, "images": images, "seconds": secs, "images_per_s": rate,
+            "consumer_wait_s": d(m.consumer_wait_s, before.consumer_wait_s), "mean_queue_depth": m.mean_queue_depth,
+            "corrupt_skipped": m.corrupt_skipped, "jpeg_fallbacks": m.jpeg_fallbacks, "peak_rss_mib": m.peak_rss_mib,
+        });
+        for (name, s) in stages {
+            v[format!("{}_s", name.replace(['+', ' '], "_"))] = serde_json::json!(s);
+        }
+        println!("{v}");
+        return Ok(());
+    }
+    println!(
+        "{mode}: {images} images in {secs:.2}s = {rate:.0} images/s ({:.0} per thread), {threads} threads, batch {}, {}px, {} decode",
+        rate / threads.max(1) as f64,
+        cfg.batch_size,
+        cfg.augment.size(),
+        if cfg.partial_decode { "partial" } else { "full" }
+    );
+    let busy: f64 = stages.iter().map(|s| s.1).sum();
+    for (name, s) in stages {
+        println!("  {name:<18} {s:>8.2} thread-s  {:>5.1}%", 100.0 * s / busy.max(1e-9));
+    }
+    println!(
+        "  consumer waited {:.2}s ({:.1}% of wall); mean ready-queue depth {:.1}; corrupt skipped {}; peak RSS {:.0} MiB",
+        d(m.consumer_wait_s, before.consumer_wait_s),
+        100.0 * d(m.consumer_wait_s, before.consumer_wait_s) / secs,
+        m.mean_queue_depth,
+        m.corrupt_skipped,
+        m.peak_rss_mib
+    );
+    Ok(())
 }
 
 fn bench_read(dir: PathBuf, threads: usize, limit: Option<u64>) -> Result<()> {
