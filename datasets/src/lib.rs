@@ -6,6 +6,7 @@
 
 pub mod error;
 pub mod format;
+pub mod jpeg;
 pub mod pack;
 pub mod sources;
 

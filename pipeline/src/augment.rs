@@ -14,13 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::rng::SampleRng;
 
 /// A crop box in source pixels (fractional for the centre crop).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct CropBox {
-    pub left: f64,
-    pub top: f64,
-    pub width: f64,
-    pub height: f64,
-}
+pub use srmae_datasets::jpeg::CropBox;
 
 /// What to do to one image: crop `crop`, resize to `size`×`size`, maybe flip.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -10,7 +10,6 @@
 pub mod augment;
 pub mod batch;
 pub mod config;
-pub mod jpeg;
 pub mod loader;
 pub mod metrics;
 pub mod order;

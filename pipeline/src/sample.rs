@@ -12,7 +12,7 @@ use srmae_datasets::format::reader::RecordRef;
 use srmae_datasets::Encoding;
 
 use crate::augment::{Augment, CropBox, Plan};
-use crate::jpeg::JpegDecoder;
+use srmae_datasets::jpeg::JpegDecoder;
 use crate::rng::SampleRng;
 
 /// Nanoseconds spent per stage (accumulated by the worker).
@@ -143,29 +143,67 @@ impl SampleProcessor {
 /// Grey is replicated to RGB; RGB becomes grey with ITU-R 601 luma (PIL's "L").
 pub fn write_chw(src: &[u8], src_c: u8, size: usize, flip: bool, out_c: u8, out: &mut [u8]) {
     let plane = size * size;
+    let sc = src_c as usize;
     for y in 0..size {
-        let row = &src[y * size * src_c as usize..(y + 1) * size * src_c as usize];
-        for x in 0..size {
-            let sx = if flip { size - 1 - x } else { x };
-            let dst = y * size + x;
-            match (src_c, out_c) {
-                (3, 3) => {
-                    out[dst] = row[sx * 3];
-                    out[plane + dst] = row[sx * 3 + 1];
-                    out[2 * plane + dst] = row[sx * 3 + 2];
+        let row = &src[y * size * sc..(y + 1) * size * sc];
+        let o = y * size;
+        match (src_c, out_c) {
+            (3, 3) => {
+                let (r, rest) = out.split_at_mut(plane);
+                let (g, b) = rest.split_at_mut(plane);
+                let (r, g, b) = (&mut r[o..o + size], &mut g[o..o + size], &mut b[o..o + size]);
+                if flip {
+                    for (x, px) in row.chunks_exact(3).rev().enumerate() {
+                        (r[x], g[x], b[x]) = (px[0], px[1], px[2]);
+                    }
+                } else {
+                    for (x, px) in row.chunks_exact(3).enumerate() {
+                        (r[x], g[x], b[x]) = (px[0], px[1], px[2]);
+                    }
                 }
-                (1, 3) => {
-                    let v = row[sx];
-                    out[dst] = v;
-                    out[plane + dst] = v;
-                    out[2 * plane + dst] = v;
+            }
+            (1, _) => {
+                for c in 0..out_c as usize {
+                    let dst = &mut out[c * plane + o..c * plane + o + size];
+                    if flip {
+                        for (d, s) in dst.iter_mut().zip(row.iter().rev()) {
+                            *d = *s;
+                        }
+                    } else {
+                        dst.copy_from_slice(row);
+                    }
                 }
-                (1, 1) => out[dst] = row[sx],
-                _ => {
-                    let (r, g, b) = (row[sx * 3] as u32, row[sx * 3 + 1] as u32, row[sx * 3 + 2] as u32);
-                    out[dst] = ((r * 299 + g * 587 + b * 114 + 500) / 1000) as u8;
+            }
+            _ => {
+                let dst = &mut out[o..o + size];
+                for (x, px) in row.chunks_exact(3).enumerate() {
+                    let x = if flip { size - 1 - x } else { x };
+                    let (r, g, b) = (px[0] as u32, px[1] as u32, px[2] as u32);
+                    dst[x] = ((r * 299 + g * 587 + b * 114 + 500) / 1000) as u8;
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::write_chw;
+
+    #[test]
+    fn chw_layout_flip_and_channel_conversion() {
+        // 2x2 RGB: pixel (y, x) = (10y + x, 100 + 10y + x, 200 + x)
+        let src: Vec<u8> = (0..2).flat_map(|y| (0..2).flat_map(move |x| [10 * y + x, 100 + 10 * y + x, 200 + x])).collect();
+        let mut out = vec![0u8; 12];
+        write_chw(&src, 3, 2, false, 3, &mut out);
+        assert_eq!(out, [0, 1, 10, 11, 100, 101, 110, 111, 200, 201, 200, 201]);
+        write_chw(&src, 3, 2, true, 3, &mut out);
+        assert_eq!(out, [1, 0, 11, 10, 101, 100, 111, 110, 201, 200, 201, 200]);
+        let grey = [5u8, 6, 7, 8];
+        write_chw(&grey, 1, 2, true, 3, &mut out);
+        assert_eq!(out, [6, 5, 8, 7, 6, 5, 8, 7, 6, 5, 8, 7]);
+        let mut one = vec![0u8; 4];
+        write_chw(&[255, 0, 0, 0, 255, 0, 0, 0, 255, 255, 255, 255], 3, 2, false, 1, &mut one);
+        assert_eq!(one, [76, 150, 29, 255]);
     }
 }

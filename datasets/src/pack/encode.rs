@@ -3,6 +3,7 @@
 //! `max_side`, and encodes it as the options say. Errors are reasons for the
 //! rejects list; they never abort the pack.
 
+use std::cell::RefCell;
 use std::io::Cursor;
 
 use fast_image_resize::{images::Image, FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
@@ -11,6 +12,7 @@ use image::{ColorType, ExtendedColorType, ImageDecoder, ImageFormat};
 use super::options::PackOptions;
 use crate::format::layout::{Encoding, FLAG_REENCODED, FLAG_ZSTD, NO_LABEL};
 use crate::format::writer::StoredRecord;
+use crate::jpeg::JpegDecoder;
 use crate::sources::{Payload, SourceItem};
 
 /// A packed record and what it cost.
@@ -33,10 +35,17 @@ pub fn encode_item(item: SourceItem, opts: &PackOptions) -> Result<Encoded, Stri
     match item.payload {
         Payload::File(bytes) => {
             let source_bytes = bytes.len() as u64;
+            let turbo = turbo_jpeg_record(&bytes, label, opts);
+            if let TurboOutcome::Done(r) = turbo {
+                return r.map(|record| Encoded { record, source_bytes });
+            }
             let (pixels, format, plain_colour) = decode_file(&bytes, opts.max_pixels)?;
+            // A JPEG libjpeg-turbo refused but the other decoder read is
+            // re-encoded, so that the loader's decoder can read what is stored.
             let passthrough = opts.encoding == Encoding::Jpeg
                 && format == ImageFormat::Jpeg
                 && plain_colour
+                && turbo != TurboOutcome::DecodeFailed
                 && target_size(pixels.width, pixels.height, opts.max_side).is_none();
             let record = if passthrough {
                 jpeg_record(bytes, &pixels, false, label, opts)
@@ -70,6 +79,71 @@ pub fn encode_item(item: SourceItem, opts: &PackOptions) -> Result<Encoded, Stri
             })
         }
     }
+}
+
+/// What the libjpeg-turbo path made of an input.
+#[derive(Debug, PartialEq)]
+enum TurboOutcome {
+    /// Packed, or rejected with a reason.
+    Done(Result<StoredRecord, String>),
+    /// Not a JPEG libjpeg-turbo handles (not JPEG, CMYK): use the other decoder.
+    NotHandled,
+    /// libjpeg-turbo refused the data: the other decoder decides, and a
+    /// JPEG it accepts is re-encoded.
+    DecodeFailed,
+}
+
+thread_local! {
+    static TURBO: RefCell<Option<JpegDecoder>> = RefCell::new(JpegDecoder::new().ok().map(|mut d| {
+        d.set_stop_on_warning(true);
+        d
+    }));
+    static COMPRESSOR: RefCell<Option<turbojpeg::Compressor>> = RefCell::new(turbojpeg::Compressor::new().ok());
+}
+
+/// JPEG inputs through libjpeg-turbo: the header is checked against the
+/// pixel limit before any decoding; a passthrough JPEG is validated by a
+/// 1/8-scale decode (the whole entropy-coded stream is still parsed, the IDCT
+/// is cheap); a shrunk one is decoded at the smallest DCT scale at least as
+/// large as its target, then resized.
+fn turbo_jpeg_record(bytes: &[u8], label: u32, opts: &PackOptions) -> TurboOutcome {
+    if image::guess_format(bytes).ok() != Some(ImageFormat::Jpeg) {
+        return TurboOutcome::NotHandled;
+    }
+    TURBO.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        let Some(d) = cell.as_mut() else { return TurboOutcome::NotHandled };
+        let Ok(hdr) = d.header(bytes) else { return TurboOutcome::DecodeFailed };
+        if hdr.cmyk {
+            return TurboOutcome::NotHandled;
+        }
+        let (w, h) = (hdr.width, hdr.height);
+        if w as u64 * h as u64 > opts.max_pixels {
+            let n = w as u64 * h as u64;
+            return TurboOutcome::Done(Err(format!("{w}x{h} = {n} pixels exceeds the {}-pixel limit", opts.max_pixels)));
+        }
+        let mut buf = Vec::new();
+        let target = target_size(w, h, opts.max_side);
+        if opts.encoding == Encoding::Jpeg && target.is_none() {
+            return match d.decode_scaled(bytes, &hdr, 1, &mut buf) {
+                Ok(_) => {
+                    let p = Pixels { width: w, height: h, channels: if hdr.grey { 1 } else { 3 }, data: Vec::new() };
+                    TurboOutcome::Done(Ok(jpeg_record(bytes.to_vec(), &p, false, label, opts)))
+                }
+                Err(_) => TurboOutcome::DecodeFailed,
+            };
+        }
+        let (tw, th) = target.unwrap_or((w, h));
+        let scaled = |dim: u32, k: u32| (dim * k).div_ceil(8);
+        let k = (1..=8).find(|&k| scaled(w, k) >= tw && scaled(h, k) >= th).unwrap_or(8);
+        match d.decode_scaled(bytes, &hdr, k, &mut buf) {
+            Ok((sw, sh, c)) => {
+                let p = Pixels { width: sw, height: sh, channels: c, data: buf };
+                TurboOutcome::Done(resize_to(p, tw, th).and_then(|p| pixels_record(p, label, opts)))
+            }
+            Err(_) => TurboOutcome::DecodeFailed,
+        }
+    })
 }
 
 /// Decodes an image file; returns its pixels (grey or RGB), its format, and
@@ -121,9 +195,17 @@ pub fn target_size(w: u32, h: u32, max_side: Option<u32>) -> Option<(u32, u32)> 
 }
 
 fn shrink(p: Pixels, max_side: Option<u32>) -> Result<Pixels, String> {
-    let Some((nw, nh)) = target_size(p.width, p.height, max_side) else {
+    match target_size(p.width, p.height, max_side) {
+        Some((nw, nh)) => resize_to(p, nw, nh),
+        None => Ok(p),
+    }
+}
+
+/// Resizes to exactly `nw`×`nh` (bicubic, antialiased); no-op at that size.
+fn resize_to(p: Pixels, nw: u32, nh: u32) -> Result<Pixels, String> {
+    if (p.width, p.height) == (nw, nh) {
         return Ok(p);
-    };
+    }
     let pt = if p.channels == 1 { PixelType::U8 } else { PixelType::U8x3 };
     let src = Image::from_vec_u8(p.width, p.height, p.data, pt).map_err(|e| format!("resize input: {e}"))?;
     let mut dst = Image::new(nw, nh, pt);
@@ -156,14 +238,34 @@ fn pixels_record(p: Pixels, label: u32, opts: &PackOptions) -> Result<StoredReco
             })
         }
         Encoding::Jpeg => {
-            let mut out = Vec::new();
-            let colour = if p.channels == 1 { ExtendedColorType::L8 } else { ExtendedColorType::Rgb8 };
-            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, opts.jpeg_quality)
-                .encode(&p.data, p.width, p.height, colour)
-                .map_err(|e| format!("JPEG encode failed: {e}"))?;
+            let out = encode_jpeg(&p, opts.jpeg_quality)?;
             Ok(jpeg_record(out, &p, true, label, opts))
         }
     }
+}
+
+/// JPEG-encodes pixels with libjpeg-turbo: 4:2:0 chroma for RGB (what
+/// ImageNet's and most cameras' JPEGs use, and the cheapest to decode).
+fn encode_jpeg(p: &Pixels, quality: u8) -> Result<Vec<u8>, String> {
+    COMPRESSOR.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        let c = cell.as_mut().ok_or("libjpeg-turbo compressor unavailable")?;
+        let (format, subsamp) = if p.channels == 1 {
+            (turbojpeg::PixelFormat::GRAY, turbojpeg::Subsamp::Gray)
+        } else {
+            (turbojpeg::PixelFormat::RGB, turbojpeg::Subsamp::Sub2x2)
+        };
+        c.set_quality(quality as i32).map_err(|e| format!("JPEG quality: {e}"))?;
+        c.set_subsamp(subsamp).map_err(|e| format!("JPEG subsampling: {e}"))?;
+        let img = turbojpeg::Image {
+            pixels: &p.data[..],
+            width: p.width as usize,
+            pitch: p.width as usize * p.channels as usize,
+            height: p.height as usize,
+            format,
+        };
+        c.compress_to_vec(img).map_err(|e| format!("JPEG encode failed: {e}"))
+    })
 }
 
 /// A JPEG record, with a zstd frame only where it saves enough space.

@@ -1,14 +1,22 @@
-//! Partial JPEG decoding with libjpeg-turbo 3 (TurboJPEG 3 API, built from
-//! source by the `turbojpeg` crate): DCT-domain downscaling to the smallest
-//! scale that still leaves the crop at least as large as the output, and
-//! decoding only the crop's region (`tj3SetCroppingRegion`). A crop of a
-//! third of the image costs about a third of a full decode.
+//! JPEG decoding with libjpeg-turbo 3 (TurboJPEG 3 API, built from source by
+//! the `turbojpeg` crate), shared by the packer and the loader: DCT-domain
+//! downscaling (k/8) and decoding only a region (`tj3SetCroppingRegion`).
+//! `decode_for_crop` picks the smallest scale that still leaves a crop at
+//! least as large as the output and decodes only the crop's region: a crop of
+//! a third of the image costs about a third of a full decode.
 
 use std::ffi::CStr;
 
 use turbojpeg::raw;
 
-use crate::augment::CropBox;
+/// A rectangle in pixels (fractional where a resize maps it).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CropBox {
+    pub left: f64,
+    pub top: f64,
+    pub width: f64,
+    pub height: f64,
+}
 
 /// A TurboJPEG decompressor (one per worker thread).
 pub struct JpegDecoder {
@@ -26,6 +34,8 @@ pub struct JpegHeader {
     /// TurboJPEG subsampling code (TJSAMP_*), -1 if unusual.
     pub subsamp: i32,
     pub grey: bool,
+    /// CMYK or YCCK: libjpeg-turbo cannot convert these to RGB.
+    pub cmyk: bool,
 }
 
 /// Pixels decoded for a crop: `width × height × channels` in the buffer, and
@@ -82,7 +92,27 @@ impl JpegDecoder {
             height: h as u32,
             subsamp,
             grey: cs == raw::TJCS_TJCS_GRAY as i32,
+            cmyk: cs == raw::TJCS_TJCS_CMYK as i32 || cs == raw::TJCS_TJCS_YCCK as i32,
         })
+    }
+
+    /// Treat libjpeg warnings (e.g. a truncated stream, which it would fill
+    /// with grey) as errors. The packer validates with this on.
+    pub fn set_stop_on_warning(&mut self, on: bool) {
+        unsafe { raw::tj3Set(self.handle, raw::TJPARAM_TJPARAM_STOPONWARNING as i32, on as i32) };
+    }
+
+    /// Decodes the whole image at scale `num`/8 into `buf` (grey or RGB as the
+    /// JPEG is); returns (width, height, channels).
+    pub fn decode_scaled(&mut self, data: &[u8], hdr: &JpegHeader, num: u32, buf: &mut Vec<u8>) -> Result<(u32, u32, u8), String> {
+        let full = CropBox {
+            left: 0.0,
+            top: 0.0,
+            width: hdr.width as f64,
+            height: hdr.height as f64,
+        };
+        let r = self.decode_region(data, hdr, num, full, false, buf)?;
+        Ok((r.width, r.height, r.channels))
     }
 
     /// Decodes the part of `data` that `crop` (source pixels) needs to be
@@ -106,6 +136,23 @@ impl JpegDecoder {
         } else {
             8
         };
+        self.decode_region(data, hdr, num, crop, partial, buf)
+    }
+
+    /// Decodes at scale `num`/8 the region covering `crop` (source pixels;
+    /// the whole image unless `partial`), into `buf`.
+    pub fn decode_region(
+        &mut self,
+        data: &[u8],
+        hdr: &JpegHeader,
+        num: u32,
+        crop: CropBox,
+        partial: bool,
+        buf: &mut Vec<u8>,
+    ) -> Result<DecodedRegion, String> {
+        if hdr.cmyk {
+            return Err("CMYK/YCCK JPEG: libjpeg-turbo cannot convert it to RGB".into());
+        }
         let s = num as f64 / 8.0;
         let (sw, sh) = (scaled(hdr.width, num), scaled(hdr.height, num));
         let mcu_w = usize::try_from(hdr.subsamp)
