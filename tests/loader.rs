@@ -84,6 +84,13 @@ fn batches_are_identical_with_one_and_two_threads() {
     let ds = Arc::new(PackedDataset::open(&pack_folder(tmp.path(), 8)).unwrap());
     let one = collect(&ds, &photo_cfg(1));
     let two = collect(&ds, &photo_cfg(2));
+    // Every JPEG went through libjpeg-turbo (no fallback decodes), at every
+    // DCT scale including full size.
+    let mut l = Loader::new(ds.clone(), photo_cfg(1)).unwrap();
+    for b in l.by_ref() {
+        b.unwrap();
+    }
+    assert_eq!(l.metrics().jpeg_fallbacks, 0);
     assert_eq!(one.len(), 28 / 5);
     assert_eq!(one, two);
     // Another epoch or seed gives other batches.

@@ -54,6 +54,14 @@ pub struct DecodedRegion {
 /// turbojpeg.h's `tjMCUWidth` (a header-only table, not an exported symbol).
 const MCU_WIDTH: [u32; 7] = [8, 16, 16, 8, 8, 32, 8];
 
+fn gcd(a: u32, b: u32) -> u32 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
 fn scaled(dim: u32, num: u32) -> u32 {
     // TJSCALED: ceil(dim * num / 8)
     (dim * num).div_ceil(8)
@@ -94,6 +102,15 @@ impl JpegDecoder {
             grey: cs == raw::TJCS_TJCS_GRAY as i32,
             cmyk: cs == raw::TJCS_TJCS_CMYK as i32 || cs == raw::TJCS_TJCS_YCCK as i32,
         })
+    }
+
+    /// Faster, slightly less exact decoding: integer fast IDCT (used only at
+    /// full scale) and nearest-neighbour chroma upsampling.
+    pub fn set_fast(&mut self, on: bool) {
+        unsafe {
+            raw::tj3Set(self.handle, raw::TJPARAM_TJPARAM_FASTDCT as i32, on as i32);
+            raw::tj3Set(self.handle, raw::TJPARAM_TJPARAM_FASTUPSAMPLE as i32, on as i32);
+        }
     }
 
     /// Treat libjpeg warnings (e.g. a truncated stream, which it would fill
@@ -174,7 +191,10 @@ impl JpegDecoder {
         let channels: u8 = if hdr.grey { 1 } else { 3 };
         let pf = if hdr.grey { raw::TJPF_TJPF_GRAY } else { raw::TJPF_TJPF_RGB };
         unsafe {
-            if raw::tj3SetScalingFactor(self.handle, raw::tjscalingfactor { num: num as i32, denom: 8 }) != 0 {
+            // libjpeg-turbo lists its factors in lowest terms (1/1, 3/4, 1/2, ...).
+            let g = gcd(num, 8);
+            let factor = raw::tjscalingfactor { num: (num / g) as i32, denom: (8 / g) as i32 };
+            if raw::tj3SetScalingFactor(self.handle, factor) != 0 {
                 return Err(format!("JPEG scaling {num}/8: {}", self.error()));
             }
             let region = if (x0, y0, rw, rh) == (0, 0, sw, sh) {

@@ -39,6 +39,9 @@ pub struct LoaderConfig {
     pub on_corrupt: CorruptPolicy,
     /// Decode only the part of a JPEG the crop needs.
     pub partial_decode: bool,
+    /// libjpeg-turbo's fast IDCT and fast chroma upsampling (as FFCV's
+    /// decoder uses); off by default for fidelity to PIL's decoding.
+    pub fast_decode: bool,
     /// Verify each record's CRC-32C when reading it.
     pub verify_checksums: bool,
     /// Unmap each record's pages after use, so that RSS stays flat however
@@ -65,6 +68,7 @@ impl LoaderConfig {
             prefetch: 4,
             on_corrupt: CorruptPolicy::Skip,
             partial_decode: true,
+            fast_decode: false,
             verify_checksums: true,
             release_pages: true,
         }

@@ -234,6 +234,7 @@ fn worker(shared: Arc<Shared>, tokens: Receiver<()>, ready: Sender<Ready>) {
         }
     };
     proc.partial_decode = shared.cfg.partial_decode;
+    proc.set_fast_decode(shared.cfg.fast_decode);
     loop {
         let idle = Instant::now();
         if tokens.recv().is_err() || shared.stop.load(Relaxed) {
@@ -346,7 +347,7 @@ fn fill_batch(s: &Shared, proc: &mut SampleProcessor, k: u64) -> Result<Batch, L
     s.metrics.add_stages(&t);
     s.metrics.images.fetch_add(len as u64, Relaxed);
     s.metrics.batches.fetch_add(1, Relaxed);
-    s.metrics.jpeg_fallbacks.store(proc.fallbacks, Relaxed);
+    s.metrics.jpeg_fallbacks.fetch_add(std::mem::take(&mut proc.fallbacks), Relaxed);
     Ok(Batch {
         epoch: cfg.epoch,
         index: k,

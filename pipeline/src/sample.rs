@@ -55,6 +55,11 @@ impl SampleProcessor {
         })
     }
 
+    /// Fast IDCT and chroma upsampling (see `JpegDecoder::set_fast`).
+    pub fn set_fast_decode(&mut self, on: bool) {
+        self.jpeg.set_fast(on);
+    }
+
     /// Decodes, augments and writes `rec` into `out` (`[channels, size, size]`).
     pub fn process(
         &mut self,

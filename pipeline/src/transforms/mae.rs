@@ -2,6 +2,8 @@
 //! argsort(noise)`, the first `int(L * (1 - mask_ratio))` are kept visible,
 //! `ids_restore = argsort(ids_shuffle)`.
 
+use std::cell::RefCell;
+
 use super::{mask_value, PatchLayout, PatchOut, PatchTransform};
 use crate::rng::SampleRng;
 
@@ -13,13 +15,26 @@ pub fn argsort(v: &[f32], out: &mut [u32]) {
     out.sort_by(|&a, &b| v[a as usize].total_cmp(&v[b as usize]));
 }
 
-/// Shared by MAE and SRMAE: draws the noise and fills `shuffle` and `restore`.
-pub(crate) fn shuffle_and_restore(rng: &mut SampleRng, noise: &mut [f32], shuffle: &mut [u32], restore: &mut [u32]) {
-    rng.fill_uniform_f32(noise);
-    argsort(noise, shuffle);
-    for (pos, &id) in shuffle.iter().enumerate() {
-        restore[id as usize] = pos as u32;
-    }
+thread_local! {
+    /// Per-thread noise and shuffle buffers: no allocation per sample.
+    static SCRATCH: RefCell<(Vec<f32>, Vec<u32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Shared by MAE and SRMAE: draws `restore.len()` noise values, fills
+/// `restore` (ids_restore) and calls `f` with `ids_shuffle`.
+pub(crate) fn with_shuffle<R>(rng: &mut SampleRng, restore: &mut [u32], f: impl FnOnce(&[u32]) -> R) -> R {
+    SCRATCH.with(|cell| {
+        let (noise, shuffle) = &mut *cell.borrow_mut();
+        let l = restore.len();
+        noise.resize(l, 0.0);
+        shuffle.resize(l, 0);
+        rng.fill_uniform_f32(noise);
+        argsort(noise, shuffle);
+        for (pos, &id) in shuffle.iter().enumerate() {
+            restore[id as usize] = pos as u32;
+        }
+        f(shuffle)
+    })
 }
 
 pub struct MaeRandom {
@@ -53,15 +68,13 @@ impl PatchTransform for MaeRandom {
         self.layout
     }
     fn apply(&self, _image: &[u8], rng: &mut SampleRng, out: PatchOut<'_>) {
-        let l = self.layout.num_patches();
-        let mut noise = vec![0f32; l];
-        let mut shuffle = vec![0u32; l];
-        shuffle_and_restore(rng, &mut noise, &mut shuffle, out.restore);
         let keep = self.layout.n_visible;
-        out.visible.copy_from_slice(&shuffle[..keep]);
-        out.hidden.copy_from_slice(&shuffle[keep..]);
+        with_shuffle(rng, out.restore, |shuffle| {
+            out.visible.copy_from_slice(&shuffle[..keep]);
+            out.hidden.copy_from_slice(&shuffle[keep..]);
+        });
         out.mask.fill(mask_value::HIDDEN);
-        for &v in &shuffle[..keep] {
+        for &v in out.visible.iter() {
             out.mask[v as usize] = mask_value::VISIBLE;
         }
     }

@@ -8,7 +8,7 @@
 use fast_image_resize::{images::Image, FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use serde::{Deserialize, Serialize};
 
-use super::mae::shuffle_and_restore;
+use super::mae::with_shuffle;
 use super::{mask_value, PatchLayout, PatchOut, PatchTransform};
 use crate::rng::SampleRng;
 
@@ -111,14 +111,12 @@ impl PatchTransform for SrmaeClues {
     }
     fn apply(&self, image: &[u8], rng: &mut SampleRng, out: PatchOut<'_>) {
         let lay = &self.layout;
-        let l = lay.num_patches();
-        let mut noise = vec![0f32; l];
-        let mut shuffle = vec![0u32; l];
-        shuffle_and_restore(rng, &mut noise, &mut shuffle, out.restore);
         let (keep, n_clue) = (lay.n_visible, lay.n_clue);
-        out.visible.copy_from_slice(&shuffle[..keep]);
-        out.clue_ids.copy_from_slice(&shuffle[keep..keep + n_clue]);
-        out.hidden.copy_from_slice(&shuffle[keep + n_clue..]);
+        with_shuffle(rng, out.restore, |shuffle| {
+            out.visible.copy_from_slice(&shuffle[..keep]);
+            out.clue_ids.copy_from_slice(&shuffle[keep..keep + n_clue]);
+            out.hidden.copy_from_slice(&shuffle[keep + n_clue..]);
+        });
         out.mask.fill(mask_value::HIDDEN);
         for &v in out.visible.iter() {
             out.mask[v as usize] = mask_value::VISIBLE;

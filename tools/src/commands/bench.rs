@@ -85,6 +85,9 @@ enum BenchWhat {
         /// Decode whole JPEGs (no DCT scaling, no region decode).
         #[arg(long)]
         full_decode: bool,
+        /// libjpeg-turbo fast IDCT + fast chroma upsampling (as FFCV).
+        #[arg(long)]
+        fast_decode: bool,
         /// Output channels (1 or 3).
         #[arg(long, default_value_t = 3)]
         channels: u8,
@@ -119,6 +122,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             batches,
             warmup,
             full_decode,
+            fast_decode,
             channels,
             json,
         } => {
@@ -140,6 +144,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             };
             cfg.threads = threads;
             cfg.partial_decode = !full_decode;
+            cfg.fast_decode = fast_decode;
             cfg.channels = channels;
             bench_loader(dir, cfg, batches, warmup, &format!("{mode:?}").to_lowercase(), json)
         }
@@ -258,7 +263,7 @@ fn bench_loader(dir: PathBuf, cfg: LoaderConfig, batches: Option<u64>, warmup: u
     if json {
         let mut v = serde_json::json!({
             "loader": "srmae", "mode": mode, "threads": threads, "batch": cfg.batch_size, "size": cfg.augment.size(),
-            "partial_decode": cfg.partial_decode, "images": images, "seconds": secs, "images_per_s": rate,
+            "partial_decode": cfg.partial_decode, "fast_decode": cfg.fast_decode, "images": images, "seconds": secs, "images_per_s": rate,
             "consumer_wait_s": d(m.consumer_wait_s, before.consumer_wait_s), "mean_queue_depth": m.mean_queue_depth,
             "corrupt_skipped": m.corrupt_skipped, "jpeg_fallbacks": m.jpeg_fallbacks, "peak_rss_mib": m.peak_rss_mib,
         });

@@ -1,0 +1,189 @@
+//! Cross-module tests: parity with PyTorch on fixed weights, gradient flow to
+//! every trainable variable, overfitting one batch, shapes.
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+
+use crate::loss::{norm_pix, weighted_patch_mse};
+use crate::mae::{Mae, MaeConfig};
+use crate::optim::{param_groups, AdamW};
+use crate::sr_head::HeadConfig;
+use crate::srmae::{inputs_from_host, CluePlacement, Srmae, SrmaeConfig, SrmaeInputs};
+use crate::vit::{Block, VitConfig};
+
+/// `w[i] = 0.02 * sin(0.37 i + offset)`, as model/reference/parity.py.
+fn det(shape: &[usize], offset: f64) -> Tensor {
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n).map(|i| (0.02 * (0.37 * i as f64 + offset).sin()) as f32).collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+#[test]
+fn block_forward_matches_pytorch() {
+    let vm = VarMap::new();
+    let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+    let block = Block::new(8, 2, 4.0, 0.0, vb).unwrap();
+    let mut vm = vm;
+    let one = |o| (det(&[8], o) + 1.0).unwrap();
+    for (name, t) in [
+        ("norm1.weight", one(1.0)),
+        ("norm1.bias", det(&[8], 2.0)),
+        ("attn.qkv.weight", det(&[24, 8], 3.0)),
+        ("attn.qkv.bias", det(&[24], 4.0)),
+        ("attn.proj.weight", det(&[8, 8], 5.0)),
+        ("attn.proj.bias", det(&[8], 6.0)),
+        ("norm2.weight", one(7.0)),
+        ("norm2.bias", det(&[8], 8.0)),
+        ("mlp.fc1.weight", det(&[32, 8], 9.0)),
+        ("mlp.fc1.bias", det(&[32], 10.0)),
+        ("mlp.fc2.weight", det(&[8, 32], 11.0)),
+        ("mlp.fc2.bias", det(&[8], 12.0)),
+    ] {
+        vm.set_one(name, t).unwrap();
+    }
+    let x = (det(&[2, 3, 8], 0.5) * 50.0).unwrap();
+    let y = block.forward(&x, false).unwrap();
+    // parity.py "== block": sum 1.6208810806274414,
+    // y[1, 2, :4] = [0.3826734125614166, 0.03728535398840904, -0.31021690368652344, -0.6213740110397339]
+    let sum: f32 = y.sum_all().unwrap().to_scalar().unwrap();
+    assert!((sum - 1.620_881).abs() < 1e-4, "sum {sum}");
+    let row: Vec<f32> = y.get(1).unwrap().get(2).unwrap().narrow(0, 0, 4).unwrap().to_vec1().unwrap();
+    for (g, w) in row.iter().zip([0.382_673_4f32, 0.037_285_35, -0.310_216_9, -0.621_374]) {
+        assert!((g - w).abs() < 1e-5, "{row:?}");
+    }
+}
+
+#[test]
+fn mae_norm_pix_loss_matches_pytorch() {
+    let pred = (det(&[2, 4, 6], 0.1) * 30.0).unwrap();
+    let target = (det(&[2, 4, 6], 0.9) * 40.0).unwrap();
+    let mask = Tensor::from_vec(vec![1f32, 0., 1., 0., 0., 1., 1., 1.], (2, 4), &Device::Cpu).unwrap();
+    let loss: f32 = weighted_patch_mse(&pred, &norm_pix(&target).unwrap().0, &mask).unwrap().to_scalar().unwrap();
+    // parity.py "== MAE loss": 0.8217717409133911
+    assert!((loss - 0.821_771_7).abs() < 1e-5, "{loss}");
+}
+
+fn tiny_cfg(placement: CluePlacement, head: HeadConfig) -> SrmaeConfig {
+    let mae = MaeConfig {
+        encoder: VitConfig { img_size: 16, patch: 4, in_chans: 3, dim: 32, depth: 2, heads: 4, mlp_ratio: 4.0, drop_path: 0.1 },
+        decoder_dim: 16,
+        decoder_depth: 1,
+        decoder_heads: 2,
+        norm_pix_loss: true,
+    };
+    SrmaeConfig { placement, head, ..SrmaeConfig::from_mae(mae, 8) }
+}
+
+/// A batch of smooth random images with an SRMAE split of 16 patches:
+/// 4 visible, 8 clues (1x1 of 4x4 patches downsampled 4x... r = 1), 4 hidden.
+fn batch(b: usize, seed: u64) -> SrmaeInputs {
+    let dev = Device::Cpu;
+    let l = 16;
+    let mut s = seed;
+    let mut rnd = || {
+        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (s >> 33) as f32 / (1u64 << 31) as f32
+    };
+    let mut visible = Vec::new();
+    let mut clues = Vec::new();
+    let mut restore = vec![0u32; b * l];
+    let mut mask = vec![0u8; b * l];
+    for i in 0..b {
+        let mut ids: Vec<u32> = (0..l as u32).collect();
+        for j in (1..l).rev() {
+            let k = (rnd() * (j + 1) as f32) as usize % (j + 1);
+            ids.swap(j, k);
+        }
+        for (pos, &id) in ids.iter().enumerate() {
+            restore[i * l + id as usize] = pos as u32;
+            mask[i * l + id as usize] = if pos < 4 { 0 } else if pos < 12 { 2 } else { 1 };
+        }
+        visible.extend_from_slice(&ids[..4]);
+        clues.extend_from_slice(&ids[4..12]);
+    }
+    let imgs: Vec<f32> = (0..b * 3 * 16 * 16)
+        .map(|i| {
+            let (x, y) = ((i % 16) as f32, ((i / 16) % 16) as f32);
+            let n = (i / 256) as f32;
+            (0.3 * (x * 0.2 + n).sin() + 0.3 * (y * 0.3 + n * 1.7).cos()) + 0.1 * rnd()
+        })
+        .collect();
+    let imgs = Tensor::from_vec(imgs, (b, 3, 16, 16), &dev).unwrap();
+    let patches = crate::patchify::patchify(&imgs, 4).unwrap();
+    // r = 1: the clue of a patch is its per-channel mean.
+    let clue_pixels = crate::vit::gather_tokens(
+        &patches.reshape((b, l, 16, 3)).unwrap().mean(2).unwrap(),
+        &Tensor::from_slice(&clues, (b, 8), &dev).unwrap(),
+    )
+    .unwrap();
+    inputs_from_host(patches, &visible, &clues, clue_pixels, &restore, &mask, b, &dev).unwrap()
+}
+
+#[test]
+fn every_trainable_variable_gets_a_gradient() {
+    for (placement, head) in [
+        (CluePlacement::Encoder, HeadConfig::Sr { features: 8, res_blocks: 2 }),
+        (CluePlacement::Decoder, HeadConfig::Linear),
+    ] {
+        let vm = VarMap::new();
+        let cfg = tiny_cfg(placement, head.clone());
+        let model = Srmae::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
+        let out = model.forward(&batch(4, 1), true).unwrap();
+        assert_eq!(out.pred.dims(), &[4, 16, 48]);
+        let grads = out.loss.backward().unwrap();
+        let data = vm.data().lock().unwrap();
+        assert!(!data.is_empty());
+        for (name, var) in data.iter() {
+            let g = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("{placement:?}/{head:?}: no gradient for {name}"));
+            let s: f32 = g.abs().unwrap().sum_all().unwrap().to_scalar().unwrap();
+            assert!(s > 0.0, "{placement:?}: zero gradient for {name}");
+        }
+    }
+    // MAE too.
+    let vm = VarMap::new();
+    let cfg = tiny_cfg(CluePlacement::Encoder, HeadConfig::Linear).mae;
+    let mae = Mae::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
+    let x = batch(4, 2);
+    let hidden = x.mask.ne(0u8).unwrap().to_dtype(DType::F32).unwrap();
+    let out = mae.forward(&x.patches, &x.visible, &x.restore, &hidden, true).unwrap();
+    let grads = out.loss.backward().unwrap();
+    for (name, var) in vm.data().lock().unwrap().iter() {
+        let g = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("MAE: no gradient for {name}"));
+        assert!(g.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() > 0.0, "MAE: zero gradient for {name}");
+    }
+}
+
+#[test]
+fn srmae_overfits_one_batch() {
+    let vm = VarMap::new();
+    let mut cfg = tiny_cfg(CluePlacement::Encoder, HeadConfig::Sr { features: 8, res_blocks: 2 });
+    cfg.mae.norm_pix_loss = false;
+    cfg.mae.encoder.drop_path = 0.0;
+    let model = Srmae::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
+    let mut opt = AdamW::new(param_groups(&vm, 0.0, None), 3e-3).unwrap();
+    let x = batch(4, 3);
+    let first: f32 = model.forward(&x, true).unwrap().loss.to_scalar().unwrap();
+    let mut last = first;
+    for _ in 0..300 {
+        let out = model.forward(&x, true).unwrap();
+        last = out.loss.to_scalar().unwrap();
+        let grads = out.loss.backward().unwrap();
+        opt.step(&grads, 1.0).unwrap();
+    }
+    assert!(last < 0.1 * first, "loss {first} -> {last}: did not fall by 90%");
+}
+
+#[test]
+fn param_groups_skip_decay_on_1d_and_tokens() {
+    let vm = VarMap::new();
+    let _model = Srmae::new(&tiny_cfg(CluePlacement::Encoder, HeadConfig::Linear), VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
+    let groups = param_groups(&vm, 0.05, None);
+    for g in &groups {
+        for (name, v) in g.names.iter().zip(&g.vars) {
+            let token = ["cls_token", "mask_token", "lowres_type"].iter().any(|t| name.ends_with(t));
+            let want = if v.as_tensor().rank() <= 1 || token { 0.0 } else { 0.05 };
+            assert_eq!(g.weight_decay, want, "{name}");
+        }
+    }
+    let _: Vec<&Var> = groups.iter().flat_map(|g| &g.vars).collect();
+}

@@ -1,0 +1,283 @@
+//! Vision Transformer pieces, as timm's `VisionTransformer` used by MAE:
+//! linear patch embedding (equivalent to the 16×16 stride-16 conv), pre-norm
+//! blocks with qkv bias, MLP ratio 4, exact GELU, LayerNorm eps 1e-6, and
+//! stochastic depth.
+
+use candle_core::{DType, Module, Result, Tensor, D};
+use candle_nn::{Linear, VarBuilder};
+use serde::{Deserialize, Serialize};
+
+use crate::norm::LayerNorm;
+
+/// Encoder size.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VitConfig {
+    pub img_size: usize,
+    pub patch: usize,
+    pub in_chans: usize,
+    pub dim: usize,
+    pub depth: usize,
+    pub heads: usize,
+    pub mlp_ratio: f64,
+    /// Stochastic depth rate of the last block (linearly 0 -> rate).
+    pub drop_path: f64,
+}
+
+impl VitConfig {
+    fn preset(dim: usize, depth: usize, heads: usize) -> VitConfig {
+        VitConfig {
+            img_size: 224,
+            patch: 16,
+            in_chans: 3,
+            dim,
+            depth,
+            heads,
+            mlp_ratio: 4.0,
+            drop_path: 0.0,
+        }
+    }
+    /// ViT-Ti/16 at 224.
+    pub fn tiny_16() -> VitConfig {
+        VitConfig::preset(192, 12, 3)
+    }
+    /// ViT-S/16 at 224.
+    pub fn small_16() -> VitConfig {
+        VitConfig::preset(384, 12, 6)
+    }
+    /// ViT-B/16 at 224.
+    pub fn base_16() -> VitConfig {
+        VitConfig::preset(768, 12, 12)
+    }
+    /// ViT-L/16 at 224.
+    pub fn large_16() -> VitConfig {
+        VitConfig::preset(1024, 24, 16)
+    }
+    /// A CPU-sized encoder for 28×28 grey images (Fashion-MNIST), patch 4.
+    pub fn fmnist_tiny() -> VitConfig {
+        VitConfig {
+            img_size: 28,
+            patch: 4,
+            in_chans: 1,
+            dim: 128,
+            depth: 6,
+            heads: 4,
+            mlp_ratio: 4.0,
+            drop_path: 0.0,
+        }
+    }
+    /// Patches per side.
+    pub fn grid(&self) -> usize {
+        self.img_size / self.patch
+    }
+    pub fn num_patches(&self) -> usize {
+        self.grid() * self.grid()
+    }
+    /// Values per patch (`p * p * C`).
+    pub fn patch_dim(&self) -> usize {
+        self.patch * self.patch * self.in_chans
+    }
+}
+
+/// timm-style `trunc_normal_(std=0.02)` approximated by a normal of std 0.02
+/// and xavier-uniform for linear weights, as MAE's `_init_weights`.
+pub fn linear_xavier(inp: usize, out: usize, vb: VarBuilder) -> Result<Linear> {
+    let bound = (6.0 / (inp + out) as f64).sqrt();
+    let w = vb.get_with_hints((out, inp), "weight", candle_nn::Init::Uniform { lo: -bound, up: bound })?;
+    let b = vb.get_with_hints(out, "bias", candle_nn::Init::Const(0.0))?;
+    Ok(Linear::new(w, Some(b)))
+}
+
+/// Multi-head self-attention with qkv bias.
+#[derive(Clone, Debug)]
+pub struct Attention {
+    qkv: Linear,
+    proj: Linear,
+    heads: usize,
+    scale: f64,
+}
+
+impl Attention {
+    pub fn new(dim: usize, heads: usize, vb: VarBuilder) -> Result<Attention> {
+        Ok(Attention {
+            qkv: linear_xavier(dim, 3 * dim, vb.pp("qkv"))?,
+            proj: linear_xavier(dim, dim, vb.pp("proj"))?,
+            heads,
+            scale: ((dim / heads) as f64).powf(-0.5),
+        })
+    }
+}
+
+impl Module for Attention {
+    /// # Shapes
+    /// - `x`: `[B, N, D]` -> `[B, N, D]`
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, n, d) = x.dims3()?;
+        let hd = d / self.heads;
+        let qkv = self.qkv.forward(x)?.reshape((b, n, 3, self.heads, hd))?.permute((2, 0, 3, 1, 4))?;
+        let q = (qkv.get(0)?.contiguous()? * self.scale)?;
+        let k = qkv.get(1)?.contiguous()?;
+        let v = qkv.get(2)?.contiguous()?;
+        let attn = q.matmul(&k.t()?)?;
+        // Differentiable softmax (softmax_last_dim has no backward).
+        let attn = candle_nn::ops::softmax(&attn, D::Minus1)?;
+        let out = attn.matmul(&v)?.transpose(1, 2)?.reshape((b, n, d))?;
+        self.proj.forward(&out)
+    }
+}
+
+/// Two linear layers with exact (erf) GELU between.
+#[derive(Clone, Debug)]
+pub struct Mlp {
+    fc1: Linear,
+    fc2: Linear,
+}
+
+impl Mlp {
+    pub fn new(dim: usize, hidden: usize, vb: VarBuilder) -> Result<Mlp> {
+        Ok(Mlp {
+            fc1: linear_xavier(dim, hidden, vb.pp("fc1"))?,
+            fc2: linear_xavier(hidden, dim, vb.pp("fc2"))?,
+        })
+    }
+}
+
+impl Module for Mlp {
+    /// # Shapes
+    /// - `x`: `[B, N, D]` -> `[B, N, D]`
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.fc2.forward(&self.fc1.forward(x)?.gelu_erf()?)
+    }
+}
+
+/// Stochastic depth: during training, drops the residual branch of a whole
+/// sample with probability `p` and scales kept ones by 1/(1-p).
+pub fn drop_path(x: &Tensor, p: f64, train: bool) -> Result<Tensor> {
+    if !train || p == 0.0 {
+        return Ok(x.clone());
+    }
+    let b = x.dim(0)?;
+    let keep = Tensor::rand(0f32, 1f32, b, x.device())?.ge(p)?.to_dtype(DType::F32)?;
+    let keep = (keep / (1.0 - p))?.reshape((b, 1, 1))?;
+    x.broadcast_mul(&keep)
+}
+
+/// Pre-norm transformer block.
+#[derive(Clone, Debug)]
+pub struct Block {
+    norm1: LayerNorm,
+    attn: Attention,
+    norm2: LayerNorm,
+    mlp: Mlp,
+    drop_path: f64,
+}
+
+impl Block {
+    pub fn new(dim: usize, heads: usize, mlp_ratio: f64, drop_path: f64, vb: VarBuilder) -> Result<Block> {
+        Ok(Block {
+            norm1: LayerNorm::new(dim, 1e-6, vb.pp("norm1"))?,
+            attn: Attention::new(dim, heads, vb.pp("attn"))?,
+            norm2: LayerNorm::new(dim, 1e-6, vb.pp("norm2"))?,
+            mlp: Mlp::new(dim, (dim as f64 * mlp_ratio) as usize, vb.pp("mlp"))?,
+            drop_path,
+        })
+    }
+
+    /// # Shapes
+    /// - `x`: `[B, N, D]` -> `[B, N, D]`
+    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let x = (x + drop_path(&self.attn.forward(&self.norm1.forward(x)?)?, self.drop_path, train)?)?;
+        &x + drop_path(&self.mlp.forward(&self.norm2.forward(&x)?)?, self.drop_path, train)?
+    }
+}
+
+/// A stack of blocks with linearly increasing drop-path rates, then a norm.
+#[derive(Clone, Debug)]
+pub struct Blocks {
+    pub blocks: Vec<Block>,
+    pub norm: LayerNorm,
+}
+
+impl Blocks {
+    pub fn new(dim: usize, depth: usize, heads: usize, mlp_ratio: f64, drop_path: f64, vb: VarBuilder) -> Result<Blocks> {
+        let blocks = (0..depth)
+            .map(|i| {
+                let dp = if depth > 1 { drop_path * i as f64 / (depth - 1) as f64 } else { drop_path };
+                Block::new(dim, heads, mlp_ratio, dp, vb.pp(format!("blocks.{i}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Blocks {
+            blocks,
+            norm: LayerNorm::new(dim, 1e-6, vb.pp("norm"))?,
+        })
+    }
+
+    /// # Shapes
+    /// - `x`: `[B, N, D]` -> `[B, N, D]` (normalised)
+    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let mut x = x.clone();
+        for b in &self.blocks {
+            x = b.forward(&x, train)?;
+        }
+        self.norm.forward(&x)
+    }
+}
+
+/// The encoder: patch embedding, frozen sin-cos position embedding, cls
+/// token, blocks, final norm.
+#[derive(Clone, Debug)]
+pub struct VitEncoder {
+    pub cfg: VitConfig,
+    pub patch_embed: Linear,
+    pub cls_token: Tensor,
+    /// `[1, 1 + L, D]`, frozen (not a variable).
+    pub pos_embed: Tensor,
+    pub blocks: Blocks,
+}
+
+impl VitEncoder {
+    pub fn new(cfg: &VitConfig, vb: VarBuilder) -> Result<VitEncoder> {
+        let d = cfg.dim;
+        Ok(VitEncoder {
+            cfg: cfg.clone(),
+            patch_embed: linear_xavier(cfg.patch_dim(), d, vb.pp("patch_embed.proj"))?,
+            cls_token: vb.get_with_hints((1, 1, d), "cls_token", candle_nn::Init::Randn { mean: 0.0, stdev: 0.02 })?,
+            pos_embed: crate::pos_embed::sincos_2d_tensor(d, cfg.grid(), true, vb.device())?,
+            blocks: Blocks::new(d, cfg.depth, cfg.heads, cfg.mlp_ratio, cfg.drop_path, vb.clone())?,
+        })
+    }
+
+    /// Patch tokens with position embedding.
+    /// # Shapes
+    /// - `patches`: `[B, L, p*p*C]` (normalised pixels) -> `[B, L, D]`
+    pub fn embed(&self, patches: &Tensor) -> Result<Tensor> {
+        let l = patches.dim(1)?;
+        self.patch_embed.forward(patches)?.broadcast_add(&self.pos_embed.narrow(1, 1, l)?)
+    }
+
+    /// Prepends the cls token (with its position embedding) and runs the blocks.
+    /// # Shapes
+    /// - `tokens`: `[B, N, D]` -> `[B, 1 + N, D]`
+    pub fn run(&self, tokens: &Tensor, train: bool) -> Result<Tensor> {
+        let b = tokens.dim(0)?;
+        let cls = (&self.cls_token + self.pos_embed.narrow(1, 0, 1)?)?.broadcast_as((b, 1, self.cfg.dim))?;
+        let x = Tensor::cat(&[&cls, tokens], 1)?;
+        self.blocks.forward(&x, train)
+    }
+
+    /// The full image (all patches), e.g. for fine-tuning and evaluation.
+    /// # Shapes
+    /// - `patches`: `[B, L, p*p*C]` -> `[B, 1 + L, D]`
+    pub fn forward_all(&self, patches: &Tensor, train: bool) -> Result<Tensor> {
+        self.run(&self.embed(patches)?, train)
+    }
+}
+
+/// Gathers tokens by index.
+/// # Shapes
+/// - `x`: `[B, L, D]`, `ids`: `[B, K]` u32 -> `[B, K, D]`
+pub fn gather_tokens(x: &Tensor, ids: &Tensor) -> Result<Tensor> {
+    let (b, k) = ids.dims2()?;
+    let d = x.dim(2)?;
+    let idx = ids.unsqueeze(2)?.broadcast_as((b, k, d))?.contiguous()?;
+    x.contiguous()?.gather(&idx, 1)
+}
