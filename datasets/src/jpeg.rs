@@ -54,6 +54,11 @@ pub struct DecodedRegion {
 /// turbojpeg.h's `tjMCUWidth` (a header-only table, not an exported symbol).
 const MCU_WIDTH: [u32; 7] = [8, 16, 16, 8, 8, 32, 8];
 
+/// DCT scales (in eighths) with SIMD or reduced-size IDCTs in libjpeg-turbo.
+/// The other eighths (3/8, 5/8, 3/4, 7/8) use plain-C IDCTs that are slower
+/// than a full-size SIMD decode, so they are never chosen.
+pub const FAST_SCALES: [u32; 4] = [1, 2, 4, 8];
+
 fn gcd(a: u32, b: u32) -> u32 {
     if b == 0 {
         a
@@ -144,10 +149,11 @@ impl JpegDecoder {
         partial: bool,
         buf: &mut Vec<u8>,
     ) -> Result<DecodedRegion, String> {
-        // Smallest DCT scale k/8 keeping the crop >= out_size on both sides.
+        // Smallest fast DCT scale k/8 keeping the crop >= out_size on both sides.
         let need = out_size as f64;
         let num = if partial {
-            (1..=8u32)
+            FAST_SCALES
+                .into_iter()
                 .find(|&k| crop.width * k as f64 / 8.0 >= need && crop.height * k as f64 / 8.0 >= need)
                 .unwrap_or(8)
         } else {

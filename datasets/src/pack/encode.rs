@@ -135,7 +135,7 @@ fn turbo_jpeg_record(bytes: &[u8], label: u32, opts: &PackOptions) -> TurboOutco
         }
         let (tw, th) = target.unwrap_or((w, h));
         let scaled = |dim: u32, k: u32| (dim * k).div_ceil(8);
-        let k = (1..=8).find(|&k| scaled(w, k) >= tw && scaled(h, k) >= th).unwrap_or(8);
+        let k = crate::jpeg::FAST_SCALES.into_iter().find(|&k| scaled(w, k) >= tw && scaled(h, k) >= th).unwrap_or(8);
         match d.decode_scaled(bytes, &hdr, k, &mut buf) {
             Ok((sw, sh, c)) => {
                 let p = Pixels { width: sw, height: sh, channels: c, data: buf };
