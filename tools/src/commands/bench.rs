@@ -310,26 +310,20 @@ fn bench_read(dir: PathBuf, threads: usize, limit: Option<u64>) -> Result<()> {
         );
         Ok(s)
     };
-    let access = |i: u64| -> srmae_datasets::Result<u64> {
+    // One record: payload only, payload with its checksum, or a full decode.
+    let read = |i: u64, verify: bool, decode: bool| -> srmae_datasets::Result<u64> {
         let (s, local) = ds.locate(i)?;
-        let r = ds.shards()[s].record(local, false)?;
-        let mut buf = Vec::new();
-        payload(&r, &mut buf)?;
+        let r = ds.shards()[s].record(local, verify)?;
+        if decode {
+            decode_record(&r)?;
+        } else {
+            payload(&r, &mut Vec::new())?;
+        }
         Ok(r.stored.len() as u64)
     };
-    let checked = |i: u64| -> srmae_datasets::Result<u64> {
-        let (s, local) = ds.locate(i)?;
-        let r = ds.shards()[s].record(local, true)?;
-        let mut buf = Vec::new();
-        payload(&r, &mut buf)?;
-        Ok(r.stored.len() as u64)
-    };
-    let decoded = |i: u64| -> srmae_datasets::Result<u64> {
-        let (s, local) = ds.locate(i)?;
-        let r = ds.shards()[s].record(local, true)?;
-        decode_record(&r)?;
-        Ok(r.stored.len() as u64)
-    };
+    let access = |i| read(i, false, false);
+    let checked = |i| read(i, true, false);
+    let decoded = |i| read(i, true, true);
     time("warm-up (page cache)", &access)?;
     let a = time("payload", &access)?;
     let c = time("payload + crc32c", &checked)?;
