@@ -7,6 +7,7 @@
 //! this crate builds both from differentiable ops, and a test checks that
 //! every trainable variable receives a non-zero gradient.
 
+pub mod checkpoint;
 pub mod loss;
 pub mod mae;
 pub mod norm;
