@@ -8,6 +8,7 @@
 //! every trainable variable receives a non-zero gradient.
 
 pub mod checkpoint;
+pub mod classifier;
 pub mod loss;
 pub mod mae;
 pub mod norm;

@@ -228,3 +228,45 @@ fn checkpoint_round_trip_is_bit_exact() {
     let err = crate::checkpoint::load(&path, &vm2, None, &dev).unwrap_err().to_string();
     assert!(err.contains("ckpt.safetensors"), "{err}");
 }
+
+#[test]
+fn classifiers_get_gradients_and_learn() {
+    use crate::classifier::{cross_entropy, LinearProbe, Pool, VitClassifier};
+    let dev = Device::Cpu;
+    let enc = tiny_cfg(CluePlacement::Encoder, HeadConfig::Linear).mae.encoder;
+    let x = batch(4, 7).patches;
+    let labels = Tensor::from_vec(vec![0u32, 1, 2, 1], 4, &dev).unwrap();
+    for pool in [Pool::Gap, Pool::Cls] {
+        let vm = VarMap::new();
+        let clf = VitClassifier::new(&VitConfig { drop_path: 0.0, ..enc.clone() }, 3, pool, VarBuilder::from_varmap(&vm, DType::F32, &dev)).unwrap();
+        let logits = clf.forward(&x, true).unwrap();
+        assert_eq!(logits.dims(), &[4, 3]);
+        let grads = cross_entropy(&logits, &labels, 0.1).unwrap().backward().unwrap();
+        for (name, var) in vm.data().lock().unwrap().iter() {
+            // With global pooling the encoder's final norm is unused (MAE
+            // deletes it and normalises the pooled features with fc_norm).
+            if pool == Pool::Gap && name.starts_with("norm.") {
+                assert!(grads.get(var.as_tensor()).is_none());
+                continue;
+            }
+            let g = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("{pool:?}: no gradient for {name}"));
+            assert!(g.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() > 0.0, "{pool:?}: zero gradient for {name}");
+        }
+    }
+    // Label smoothing: uniform logits give ln(K) whatever eps.
+    let uniform = Tensor::zeros((2, 4), DType::F32, &dev).unwrap();
+    let l: f32 = cross_entropy(&uniform, &Tensor::from_vec(vec![0u32, 3], 2, &dev).unwrap(), 0.1).unwrap().to_scalar().unwrap();
+    assert!((l - 4f32.ln()).abs() < 1e-6);
+    // The linear probe learns a separable problem on fixed features.
+    let vm = VarMap::new();
+    let probe = LinearProbe::new(6, 2, VarBuilder::from_varmap(&vm, DType::F32, &dev)).unwrap();
+    let feats = Tensor::from_vec((0..48).map(|i| if (i / 6) % 2 == 0 { (i % 6) as f32 } else { -((i % 6) as f32) - 1.0 }).collect::<Vec<_>>(), (8, 6), &dev).unwrap();
+    let y = Tensor::from_vec((0..8u32).map(|i| i % 2).collect::<Vec<_>>(), 8, &dev).unwrap();
+    let mut opt = AdamW::new(param_groups(&vm, 0.0, None), 1e-1).unwrap();
+    for _ in 0..50 {
+        let grads = cross_entropy(&probe.forward(&feats, true).unwrap(), &y, 0.0).unwrap().backward().unwrap();
+        opt.step(&grads, 1.0).unwrap();
+    }
+    let pred = probe.forward(&feats, false).unwrap().argmax(1).unwrap().to_vec1::<u32>().unwrap();
+    assert_eq!(pred, (0..8u32).map(|i| i % 2).collect::<Vec<_>>());
+}

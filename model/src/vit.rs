@@ -214,11 +214,19 @@ impl Blocks {
     /// # Shapes
     /// - `x`: `[B, N, D]` -> `[B, N, D]` (normalised)
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.norm.forward(&self.forward_unnormed(x, train)?)
+    }
+
+    /// The blocks without the final norm (MAE's global-pool fine-tuning
+    /// normalises the pooled features with `fc_norm` instead).
+    /// # Shapes
+    /// - `x`: `[B, N, D]` -> `[B, N, D]`
+    pub fn forward_unnormed(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let mut x = x.clone();
         for b in &self.blocks {
             x = b.forward(&x, train)?;
         }
-        self.norm.forward(&x)
+        Ok(x)
     }
 }
 
@@ -258,10 +266,15 @@ impl VitEncoder {
     /// # Shapes
     /// - `tokens`: `[B, N, D]` -> `[B, 1 + N, D]`
     pub fn run(&self, tokens: &Tensor, train: bool) -> Result<Tensor> {
+        self.blocks.forward(&self.with_cls(tokens)?, train)
+    }
+
+    /// # Shapes
+    /// - `tokens`: `[B, N, D]` -> `[B, 1 + N, D]`
+    pub fn with_cls(&self, tokens: &Tensor) -> Result<Tensor> {
         let b = tokens.dim(0)?;
         let cls = (&self.cls_token + self.pos_embed.narrow(1, 0, 1)?)?.broadcast_as((b, 1, self.cfg.dim))?;
-        let x = Tensor::cat(&[&cls, tokens], 1)?;
-        self.blocks.forward(&x, train)
+        Tensor::cat(&[&cls, tokens], 1)
     }
 
     /// The full image (all patches), e.g. for fine-tuning and evaluation.
