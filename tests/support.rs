@@ -87,7 +87,7 @@ pub fn srmae_bin() -> PathBuf {
     BUILD.call_once(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = std::process::Command::new(cargo)
-            .args(["build", "-q", "-p", "srmae-tools", "--bin", "srmae"])
+            .args(["build", "-q", "--workspace", "--bins"])
             .status()
             .expect("running cargo build for the srmae binary");
         assert!(status.success(), "building the srmae binary failed");

@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""PyTorch eager counterpart of `srmae bench step`: one SRMAE training step
+(forward + backward + AdamW) of the same model on the same synthetic batch
+shapes, CPU, same thread count. Prints one JSON line.
+
+    python3 model/reference/bench_step.py --batch 16 --steps 5 --threads 2
+
+Model (as srmae-model's SrmaeConfig::from_mae(MaeConfig::tiny_16(), 32)):
+ViT-Ti/16 encoder (192 dim, 12 blocks, 3 heads) over cls + 49 visible + 147
+clue tokens, decoder 256 dim x 4 blocks x 8 heads over 197 tokens, SR head
+with 32 features, 2 residual blocks, pixel shuffle x4, global residual.
+"""
+import argparse
+import json
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class Block(nn.Module):
+    def __init__(self, dim, heads):
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(dim, eps=1e-6), nn.LayerNorm(dim, eps=1e-6)
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        self.fc1, self.fc2 = nn.Linear(dim, 4 * dim), nn.Linear(4 * dim, dim)
+        self.heads = heads
+
+    def forward(self, x):
+        b, n, d = x.shape
+        qkv = self.qkv(self.norm1(x)).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        a = ((q * (d // self.heads) ** -0.5) @ k.transpose(-2, -1)).softmax(-1) @ v
+        x = x + self.proj(a.transpose(1, 2).reshape(b, n, d))
+        return x + self.fc2(F.gelu(self.fc1(self.norm2(x))))
+
+
+class Srmae(nn.Module):
+    def __init__(self, d=192, depth=12, heads=3, dd=256, ddepth=4, dheads=8, feat=32, L=196, p=16, r=4):
+        super().__init__()
+        self.patch_embed = nn.Linear(p * p * 3, d)
+        self.clue_embed = nn.Linear(3 * r * r, d)
+        self.cls = nn.Parameter(torch.zeros(1, 1, d))
+        self.lowres = nn.Parameter(torch.zeros(1, 1, d))
+        self.pos = torch.randn(1, L + 1, d) * 0.02
+        self.blocks = nn.ModuleList([Block(d, heads) for _ in range(depth)])
+        self.norm = nn.LayerNorm(d, eps=1e-6)
+        self.dec_embed = nn.Linear(d, dd)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dd))
+        self.dpos = torch.randn(1, L + 1, dd) * 0.02
+        self.dblocks = nn.ModuleList([Block(dd, dheads) for _ in range(ddepth)])
+        self.dnorm = nn.LayerNorm(dd, eps=1e-6)
+        self.proj = nn.Linear(dd, feat * r * r)
+        self.conv_in = nn.Conv2d(feat + 4, feat, 3, padding=1)
+        self.res = nn.ModuleList([nn.Conv2d(feat, feat, 3, padding=1) for _ in range(4)])
+        self.conv_out = nn.Conv2d(feat, 3 * (p // r) ** 2, 3, padding=1)
+        self.L, self.p, self.r, self.feat = L, p, r, feat
+
+    def forward(self, patches, visible, clue_ids, clue_px, restore, clue_full, has_clue, weights):
+        b = patches.shape[0]
+        x = self.patch_embed(patches) + self.pos[:, 1:]
+        vis = torch.gather(x, 1, visible.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+        pos = self.pos[:, 1:].expand(b, -1, -1)
+        clue = self.clue_embed(clue_px) + torch.gather(pos, 1, clue_ids.unsqueeze(-1).expand(-1, -1, pos.shape[-1])) + self.lowres
+        x = torch.cat([(self.cls + self.pos[:, :1]).expand(b, -1, -1), vis, clue], 1)
+        for blk in self.blocks:
+            x = blk(x)
+        x = self.dec_embed(self.norm(x))
+        n_mask = self.L - (x.shape[1] - 1)
+        x_ = torch.cat([x[:, 1:], self.mask_token.expand(b, n_mask, -1)], 1)
+        x_ = torch.gather(x_, 1, restore.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+        x = torch.cat([x[:, :1], x_], 1) + self.dpos
+        for blk in self.dblocks:
+            x = blk(x)
+        x = self.dnorm(x)[:, 1:]
+        n, r, s = b * self.L, self.r, self.p // self.r
+        f = self.proj(x).reshape(n, self.feat, r, r)
+        c = clue_full.reshape(n, 3, r, r)
+        h = self.conv_in(torch.cat([f, c, has_clue.reshape(n, 1, 1, 1).expand(n, 1, r, r)], 1))
+        for i in range(0, 4, 2):
+            h = h + self.res[i + 1](F.relu(self.res[i](h)))
+        y = F.pixel_shuffle(self.conv_out(h), s) + F.interpolate(c, scale_factor=s, mode="nearest")
+        pred = y.permute(0, 2, 3, 1).reshape(b, self.L, -1)
+        loss = ((pred - patches) ** 2).mean(-1)
+        return (loss * weights).sum() / weights.sum()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    b, L, kv, kc = a.batch, 196, 49, 147
+    ids = torch.stack([(torch.arange(L) * 7 + i * 13) % L for i in range(b)])
+    visible, clue_ids, restore = ids[:, :kv], ids[:, kv:], torch.argsort(ids, 1)
+    patches, clue_px = torch.randn(b, L, 768), torch.randn(b, kc, 48)
+    clue_full = torch.zeros(b, L, 48).scatter(1, clue_ids.unsqueeze(-1).expand(-1, -1, 48), clue_px)
+    has_clue = torch.zeros(b, L).scatter(1, clue_ids, 1.0)
+    model = Srmae()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.05)
+    times = []
+    for s in range(a.steps + 2):
+        t = time.perf_counter()
+        loss = model(patches, visible, clue_ids, clue_px, restore, clue_full, has_clue, has_clue)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if s >= 2:
+            times.append(time.perf_counter() - t)
+    times.sort()
+    med = times[len(times) // 2]
+    print(json.dumps({"impl": "pytorch-eager", "torch": torch.__version__, "batch": b, "threads": a.threads,
+                      "median_step_s": med, "images_per_s": b / med}))
+
+
+if __name__ == "__main__":
+    main()
