@@ -93,17 +93,21 @@ impl SampleProcessor {
         let data = payload(rec, zbuf).map_err(|err| err.to_string())?;
         t.decompress += ns(t0);
         let t1 = Instant::now();
-        let (src_w, src_h, src_c, crop) = match rec.encoding() {
-            Encoding::Raw => {
-                self.pixels.clear();
-                self.pixels.extend_from_slice(data);
-                (e.width, e.height, e.channels, plan.crop)
-            }
-            Encoding::Jpeg => self.decode_jpeg(rec, data, &plan)?,
+        // Raw pixels are resized straight from the payload (no copy); JPEGs
+        // are decoded into the worker's pixel buffer first.
+        let raw = rec.encoding() == Encoding::Raw;
+        let (src_w, src_h, src_c, crop) = if raw {
+            (e.width, e.height, e.channels, plan.crop)
+        } else {
+            self.decode_jpeg(rec, data, &plan)?
         };
         t.decode += ns(t1);
         let t2 = Instant::now();
-        self.resize(src_w, src_h, src_c, crop, plan.size)?;
+        let pixels = std::mem::take(&mut self.pixels);
+        let src = if raw { data } else { &pixels[..] };
+        let resized = self.resize(src, src_w, src_h, src_c, crop, plan.size);
+        self.pixels = pixels;
+        resized?;
         write_chw(&self.resized, src_c, plan.size as usize, plan.flip, channels, out);
         t.augment += ns(t2);
         Ok(())
@@ -130,10 +134,11 @@ impl SampleProcessor {
         }
     }
 
-    fn resize(&mut self, w: u32, h: u32, c: u8, crop: CropBox, size: u32) -> Result<(), String> {
+    /// Crops and resizes `pixels` (`w`×`h`×`c`) into `self.resized`.
+    fn resize(&mut self, pixels: &[u8], w: u32, h: u32, c: u8, crop: CropBox, size: u32) -> Result<(), String> {
         let pt = if c == 1 { PixelType::U8 } else { PixelType::U8x3 };
         let n = w as usize * h as usize * c as usize;
-        let src = ImageRef::new(w, h, &self.pixels[..n], pt).map_err(|err| format!("resize source: {err}"))?;
+        let src = ImageRef::new(w, h, &pixels[..n], pt).map_err(|err| format!("resize source: {err}"))?;
         let out_len = size as usize * size as usize * c as usize;
         self.resized.resize(out_len, 0);
         let mut dst = Image::from_slice_u8(size, size, &mut self.resized[..], pt).map_err(|err| format!("resize target: {err}"))?;
