@@ -241,3 +241,79 @@ fn dropping_a_busy_loader_returns_promptly() {
     });
     rx.recv_timeout(Duration::from_secs(60)).expect("loader drop hung");
 }
+
+/// A custom transform: marks every patch visible, or panics when told to.
+struct MarkAllVisible {
+    layout: srmae_pipeline::PatchLayout,
+    panic_on_dark: bool,
+}
+
+impl srmae_pipeline::PatchTransform for MarkAllVisible {
+    fn name(&self) -> &'static str {
+        "mark-all-visible"
+    }
+    fn layout(&self) -> srmae_pipeline::PatchLayout {
+        self.layout
+    }
+    fn apply(&self, image: &[u8], _rng: &mut srmae_pipeline::rng::SampleRng, out: srmae_pipeline::transforms::PatchOut<'_>) {
+        // Fashion-MNIST corners are background (0): every image qualifies.
+        if self.panic_on_dark && image[0] == 0 {
+            panic!("transform refused a dark-cornered image");
+        }
+        out.mask.fill(7);
+    }
+}
+
+#[test]
+fn custom_transforms_plug_in_and_a_worker_panic_reaches_the_consumer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ds = Arc::new(PackedDataset::open(&pack_fmnist_test(tmp.path())).unwrap());
+    let cfg = LoaderConfig {
+        threads: 2,
+        channels: 1,
+        shuffle: Shuffle::Sequential,
+        augment: Augment::Resize { size: 28 },
+        patch: PatchConfig::None,
+        ..LoaderConfig::pretrain(28, 4, 100)
+    };
+    let layout = srmae_pipeline::PatchLayout {
+        patch: 4,
+        grid_h: 7,
+        grid_w: 7,
+        channels: 1,
+        ..Default::default()
+    };
+    let ok = MarkAllVisible { layout, panic_on_dark: false };
+    let masks: Vec<u8> = Loader::with_transform(ds.clone(), cfg.clone(), Box::new(ok)).unwrap().flat_map(|b| b.unwrap().mask().to_vec()).collect();
+    assert_eq!(masks.len(), 10_000 * 49);
+    assert!(masks.iter().all(|&m| m == 7), "the custom transform filled every mask");
+
+    let bad = MarkAllVisible { layout, panic_on_dark: true };
+    let mut loader = Loader::with_transform(ds, cfg, Box::new(bad)).unwrap();
+    let first = loader.next().expect("a result, not the end of the epoch");
+    let err = first.expect_err("a worker panic must surface as an error").to_string();
+    assert!(err.contains("transform refused"), "{err}");
+    drop(loader); // and the loader still shuts down
+}
+
+#[test]
+fn low_res_stage_keeps_size_and_removes_detail() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ds = Arc::new(PackedDataset::open(&pack_fmnist_test(tmp.path())).unwrap());
+    let cfg = LoaderConfig {
+        threads: 1,
+        channels: 1,
+        shuffle: Shuffle::Sequential,
+        augment: Augment::Resize { size: 28 },
+        patch: PatchConfig::None,
+        ..LoaderConfig::pretrain(28, 4, 16)
+    };
+    let full = Loader::new(ds.clone(), cfg.clone()).unwrap().next().unwrap().unwrap().images().to_vec();
+    let low = Loader::new(ds, LoaderConfig { low_res: Some(7), ..cfg }).unwrap().next().unwrap().unwrap().images().to_vec();
+    assert_eq!(full.len(), low.len());
+    // Total variation (sum of |horizontal differences|) drops when detail goes.
+    let tv = |v: &[u8]| v.chunks(28).map(|r| r.windows(2).map(|w| (w[0] as i32 - w[1] as i32).unsigned_abs() as u64).sum::<u64>()).sum::<u64>();
+    assert!(tv(&low) * 10 < tv(&full) * 8, "low-res tv {} vs full {}", tv(&low), tv(&full));
+    let mean = |v: &[u8]| v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64;
+    assert!((mean(&low) - mean(&full)).abs() < 8.0, "brightness is kept");
+}

@@ -47,6 +47,10 @@ pub struct LoaderConfig {
     /// Unmap each record's pages after use, so that RSS stays flat however
     /// large the dataset (the page cache still holds them).
     pub release_pages: bool,
+    /// Very-low-resolution protocol: each image is downsampled to this side
+    /// after the crop and upsampled back to the output size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub low_res: Option<u32>,
 }
 
 impl LoaderConfig {
@@ -71,6 +75,7 @@ impl LoaderConfig {
             fast_decode: false,
             verify_checksums: true,
             release_pages: true,
+            low_res: None,
         }
     }
 

@@ -31,7 +31,12 @@ pub struct SampleProcessor {
     zbuf: Vec<u8>,
     pixels: Vec<u8>,
     resized: Vec<u8>,
+    degraded: Vec<u8>,
     resizer: Resizer,
+    /// Very-low-resolution protocol: after the crop, downsample to
+    /// `low_res`×`low_res` and upsample back to the output size (bicubic
+    /// both ways, antialiased going down). `None` keeps full resolution.
+    pub low_res: Option<u32>,
     /// Decode only what the crop needs (DCT scaling + region); off = full decode.
     pub partial_decode: bool,
     /// JPEGs libjpeg-turbo refused that the fallback decoder read.
@@ -49,6 +54,8 @@ impl SampleProcessor {
             zbuf: Vec::new(),
             pixels: Vec::new(),
             resized: Vec::new(),
+            degraded: Vec::new(),
+            low_res: None,
             resizer: Resizer::new(),
             partial_decode: true,
             fallbacks: 0,
@@ -108,6 +115,9 @@ impl SampleProcessor {
         let resized = self.resize(src, src_w, src_h, src_c, crop, plan.size);
         self.pixels = pixels;
         resized?;
+        if let Some(r) = self.low_res.filter(|&r| r < plan.size) {
+            self.degrade(src_c, plan.size, r)?;
+        }
         write_chw(&self.resized, src_c, plan.size as usize, plan.flip, channels, out);
         t.augment += ns(t2);
         Ok(())
@@ -146,6 +156,23 @@ impl SampleProcessor {
             .resize_alg(ResizeAlg::Convolution(FilterType::CatmullRom))
             .crop(crop.left, crop.top, crop.width, crop.height);
         self.resizer.resize(&src, &mut dst, &opts).map_err(|err| format!("resize: {err}"))
+    }
+}
+
+impl SampleProcessor {
+    /// `self.resized` (`size`×`size`×`c`) -> `r`×`r` -> `size`×`size`, in place.
+    fn degrade(&mut self, c: u8, size: u32, r: u32) -> Result<(), String> {
+        let pt = if c == 1 { PixelType::U8 } else { PixelType::U8x3 };
+        let opts = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::CatmullRom));
+        self.degraded.resize(r as usize * r as usize * c as usize, 0);
+        {
+            let src = ImageRef::new(size, size, &self.resized, pt).map_err(|err| format!("low-res source: {err}"))?;
+            let mut small = Image::from_slice_u8(r, r, &mut self.degraded[..], pt).map_err(|err| format!("low-res target: {err}"))?;
+            self.resizer.resize(&src, &mut small, &opts).map_err(|err| format!("low-res: {err}"))?;
+        }
+        let small = ImageRef::new(r, r, &self.degraded, pt).map_err(|err| format!("low-res source: {err}"))?;
+        let mut dst = Image::from_slice_u8(size, size, &mut self.resized[..], pt).map_err(|err| format!("low-res target: {err}"))?;
+        self.resizer.resize(&small, &mut dst, &opts).map_err(|err| format!("low-res upsample: {err}"))
     }
 }
 
