@@ -6,7 +6,9 @@
 use std::sync::Mutex;
 
 use candle_core::{Module, Result, Tensor, D};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
+
+use crate::linear::Linear;
 use serde::{Deserialize, Serialize};
 
 use crate::norm::LayerNorm;
@@ -104,5 +106,20 @@ impl LinearProbe {
         };
         let normed = feats.broadcast_sub(&mean)?.broadcast_div(&(var + 1e-6)?.sqrt()?)?;
         self.head.forward(&normed)
+    }
+
+    /// The evaluation-mode probe as one linear layer: the running-statistics
+    /// BatchNorm folded into the head, `W' = W / sqrt(var + eps)`,
+    /// `b' = b - W' mean`. Returns `(W' [K, D], b' [K])`.
+    pub fn fold(&self) -> Result<(Tensor, Tensor)> {
+        let running = self.running.lock().expect("running stats lock");
+        let (mean, var) = (&running.0, &running.1);
+        let w = self.head.weight().broadcast_div(&(var + 1e-6)?.sqrt()?.unsqueeze(0)?)?;
+        let shift = w.matmul(&mean.unsqueeze(1)?)?.squeeze(1)?;
+        let b = match self.head.bias() {
+            Some(b) => (b - shift)?,
+            None => shift.neg()?,
+        };
+        Ok((w, b))
     }
 }

@@ -9,6 +9,8 @@
 
 pub mod checkpoint;
 pub mod classifier;
+pub mod engine;
+pub mod linear;
 pub mod loss;
 pub mod mae;
 pub mod norm;

@@ -4,7 +4,9 @@
 //! with `ids_restore`, and a linear head predicts each patch's pixels.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
+
+use crate::linear::Linear;
 use serde::{Deserialize, Serialize};
 
 use crate::loss::{norm_pix, weighted_patch_mse};

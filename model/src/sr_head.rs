@@ -8,7 +8,9 @@
 //! All in normalised-pixel space. `PredHead::Linear` is the ablation.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, Linear, VarBuilder};
+use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
+
+use crate::linear::Linear;
 use serde::{Deserialize, Serialize};
 
 use crate::vit::linear_xavier;

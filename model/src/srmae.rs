@@ -12,7 +12,9 @@
 //! MAE's norm-pix loss on the prediction's residual-corrected output).
 
 use candle_core::{DType, Device, Module, Result, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
+
+use crate::linear::Linear;
 use serde::{Deserialize, Serialize};
 
 use crate::loss::{norm_pix, weighted_patch_mse};

@@ -4,7 +4,9 @@
 //! stochastic depth.
 
 use candle_core::{DType, Module, Result, Tensor, D};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
+
+use crate::linear::Linear;
 use serde::{Deserialize, Serialize};
 
 use crate::norm::LayerNorm;
@@ -149,6 +151,18 @@ impl Module for Mlp {
     }
 }
 
+thread_local! {
+    static DROP_PATH_RNG: std::cell::RefCell<rand_chacha::ChaCha8Rng> =
+        std::cell::RefCell::new(<rand_chacha::ChaCha8Rng as rand_core::SeedableRng>::seed_from_u64(0));
+}
+
+/// Seeds this thread's stochastic-depth draws (the trainer calls it with a
+/// hash of (seed, step) before each forward, so a resumed run draws the
+/// same masks as the uninterrupted one; candle's CPU RNG cannot be seeded).
+pub fn seed_stochastic_depth(seed: u64) {
+    DROP_PATH_RNG.with(|r| *r.borrow_mut() = <rand_chacha::ChaCha8Rng as rand_core::SeedableRng>::seed_from_u64(seed));
+}
+
 /// Stochastic depth: during training, drops the residual branch of a whole
 /// sample with probability `p` and scales kept ones by 1/(1-p).
 pub fn drop_path(x: &Tensor, p: f64, train: bool) -> Result<Tensor> {
@@ -156,7 +170,11 @@ pub fn drop_path(x: &Tensor, p: f64, train: bool) -> Result<Tensor> {
         return Ok(x.clone());
     }
     let b = x.dim(0)?;
-    let keep = Tensor::rand(0f32, 1f32, b, x.device())?.ge(p)?.to_dtype(DType::F32)?;
+    let draws: Vec<f32> = DROP_PATH_RNG.with(|r| {
+        let mut r = r.borrow_mut();
+        (0..b).map(|_| (rand_core::RngCore::next_u32(&mut *r) >> 8) as f32 / (1u32 << 24) as f32).collect()
+    });
+    let keep = Tensor::from_vec(draws, b, x.device())?.ge(p)?.to_dtype(DType::F32)?;
     let keep = (keep / (1.0 - p))?.reshape((b, 1, 1))?;
     x.broadcast_mul(&keep)
 }

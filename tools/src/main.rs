@@ -1,9 +1,18 @@
-//! `srmae`: pack image datasets into shards, inspect and verify them.
+//! `srmae`: pack image datasets into shards, inspect and verify them,
+//! pretrain SRMAE/MAE, fine-tune, probe, evaluate, reconstruct, export.
 
 mod commands;
+mod device;
 mod progress;
+mod train;
 
 use clap::{Parser, Subcommand};
+
+/// Training allocates and frees large tensors every step; glibc's malloc
+/// returns them to the kernel each time (page faults took a third of a CPU
+/// step), mimalloc keeps and reuses them.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// srmae: packed image datasets and Super-Resolution Masked Autoencoders.
 #[derive(Parser)]
@@ -11,7 +20,10 @@ use clap::{Parser, Subcommand};
 Examples:
   srmae pack /usr/share/datasets/fashion-mnist data/fmnist-train --split train
   srmae inspect data/fmnist-train
-  srmae verify data/fmnist-train")]
+  srmae verify data/fmnist-train
+  srmae pretrain --out runs/fm-srmae
+  srmae finetune --init runs/fm-srmae/checkpoint.safetensors --out runs/fm-srmae-ft
+  srmae eval --checkpoint runs/fm-srmae-ft/checkpoint.safetensors --test-res 28,14,10,7")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -25,11 +37,30 @@ enum Command {
     Inspect(commands::inspect::InspectArgs),
     /// Check every checksum and structural invariant of a packed dataset.
     Verify(commands::verify::VerifyArgs),
-    /// Speed measurements: reading shards (more targets as components land).
+    /// Speed measurements: shard reading, the loader, a training step.
     Bench(commands::bench::BenchArgs),
+    /// Pretrain SRMAE (or MAE with --method mae) from a recipe.
+    Pretrain(commands::pretrain::PretrainArgs),
+    /// Fine-tune a classifier on a pretrained encoder (or from scratch).
+    Finetune(commands::finetune::FinetuneArgs),
+    /// Linear probe on a frozen pretrained encoder.
+    Linprobe(commands::linprobe::LinprobeArgs),
+    /// Top-1/top-5 of a classifier, at full and very low test resolutions.
+    Eval(commands::eval::EvalArgs),
+    /// PNG sheets of masked inputs and their reconstructions.
+    Reconstruct(commands::reconstruct::ReconstructArgs),
+    /// The encoder as safetensors with timm's ViT names.
+    Export(commands::export::ExportArgs),
 }
 
 fn main() -> anyhow::Result<()> {
+    // candle asks for the thread count on every op and, unless this is set,
+    // reads /proc/cpuinfo each time.
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // SAFETY: single-threaded here, before any thread is started.
+        unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -43,5 +74,11 @@ fn main() -> anyhow::Result<()> {
         Command::Inspect(a) => commands::inspect::run(a),
         Command::Verify(a) => commands::verify::run(a),
         Command::Bench(a) => commands::bench::run(a),
+        Command::Pretrain(a) => commands::pretrain::run(a),
+        Command::Finetune(a) => commands::finetune::run(a),
+        Command::Linprobe(a) => commands::linprobe::run(a),
+        Command::Eval(a) => commands::eval::run(a),
+        Command::Reconstruct(a) => commands::reconstruct::run(a),
+        Command::Export(a) => commands::export::run(a),
     }
 }

@@ -150,3 +150,41 @@ pub(crate) fn read_bounded(path: &Path, limit: u64) -> std::result::Result<Vec<u
     }
     Ok(buf)
 }
+
+/// Items `start..start + len` of another source (a subset, or a held-out
+/// part of a split: `srmae pack --skip/--limit`).
+pub struct SourceRange {
+    inner: Box<dyn Source>,
+    start: usize,
+    len: usize,
+}
+
+impl SourceRange {
+    /// Clamps the range to the source.
+    pub fn new(inner: Box<dyn Source>, skip: usize, limit: Option<usize>) -> SourceRange {
+        let start = skip.min(inner.len());
+        let len = limit.unwrap_or(usize::MAX).min(inner.len() - start);
+        SourceRange { inner, start, len }
+    }
+}
+
+impl Source for SourceRange {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+    fn classes(&self) -> &[String] {
+        self.inner.classes()
+    }
+    fn len(&self) -> usize {
+        self.len
+    }
+    fn name(&self, i: usize) -> String {
+        self.inner.name(self.start + i)
+    }
+    fn load(&self, i: usize) -> std::result::Result<SourceItem, String> {
+        self.inner.load(self.start + i)
+    }
+    fn listing_rejects(&self) -> &[(String, String)] {
+        self.inner.listing_rejects()
+    }
+}

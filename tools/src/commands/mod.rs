@@ -1,6 +1,12 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod eval;
+pub mod export;
+pub mod finetune;
 pub mod inspect;
+pub mod linprobe;
 pub mod pack;
+pub mod pretrain;
+pub mod reconstruct;
 pub mod verify;

@@ -37,6 +37,9 @@ Examples:
   # Fashion-MNIST from Debian's dataset-fashion-mnist (raw u8 pixels, zstd)
   srmae pack /usr/share/datasets/fashion-mnist data/fmnist-train --split train
   srmae pack /usr/share/datasets/fashion-mnist data/fmnist-test --split test
+  # a 10,000-image subset, and a held-out validation part of train
+  srmae pack /usr/share/datasets/fashion-mnist data/fmnist-10k --split train --limit 10000
+  srmae pack /usr/share/datasets/fashion-mnist data/fmnist-holdout --split train --skip 55000
   # ImageNet train, original JPEG bytes, 8 threads
   srmae pack /data/imagenet data/in1k-train --kind imagenet --split train --threads 8
   # ImageNet val (Kaggle flat layout), images shrunk to a longer side of 320
@@ -92,6 +95,13 @@ pub struct PackArgs {
     /// Replace an existing packed dataset in OUT.
     #[arg(long)]
     force: bool,
+    /// Leave out the first N inputs of the split (in the source's order).
+    #[arg(long, default_value_t = 0)]
+    skip: usize,
+    /// Pack at most N inputs (after --skip): a subset, or with --skip a
+    /// held-out part (e.g. --limit 55000 and --skip 55000).
+    #[arg(long)]
+    limit: Option<usize>,
 }
 
 pub fn run(a: PackArgs) -> Result<()> {
@@ -130,6 +140,11 @@ pub fn run(a: PackArgs) -> Result<()> {
     };
     let source = open_source(kind, &a.source, &sopts)
         .with_context(|| format!("opening source {}", a.source.display()))?;
+    let source: Box<dyn srmae_datasets::sources::Source> = if a.skip > 0 || a.limit.is_some() {
+        Box::new(srmae_datasets::sources::SourceRange::new(source, a.skip, a.limit))
+    } else {
+        source
+    };
     tracing::info!(
         "packing {} inputs of {} ({} source, {} classes) into {} as {}",
         source.len(),

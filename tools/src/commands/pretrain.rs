@@ -1,0 +1,148 @@
+//! `srmae pretrain`: SRMAE (or the MAE baseline) on a packed dataset.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use candle_nn::{VarBuilder, VarMap};
+use clap::Args;
+use srmae_datasets::PackedDataset;
+use srmae_model::candle::{DType, Device, Tensor};
+use srmae_pipeline::{Batch, LoaderConfig, PatchConfig};
+
+use crate::train::device::Normalizer;
+use crate::train::mim::MimModel;
+use crate::train::recipe::{Method, Recipe};
+use crate::train::run_dir::{CheckpointConfig, RunDir};
+use crate::train::trainer::{install_interrupt_handler, optimizer, Ended, TrainTask, Trainer};
+use crate::train::{plot, reconstruct};
+
+#[derive(Args)]
+#[command(after_help = "\
+Examples:
+  srmae pretrain --out runs/fm-srmae                      # SRMAE on Fashion-MNIST (data/fmnist-train)
+  srmae pretrain --out runs/fm-mae --method mae           # the MAE baseline, same budget
+  srmae pretrain --out runs/fm-srmae --resume             # continue an interrupted run exactly
+  srmae pretrain --recipe imagenet-vitb16-pretrain --data data/in1k-train --out runs/b16 --device cuda
+  srmae pretrain --out runs/x --set optim.epochs=10 --set model.mask.factor=2
+
+Ctrl-C writes a checkpoint after the current step and exits; --resume continues
+from it with the same weights, optimiser state, schedule and loader position.")]
+pub struct PretrainArgs {
+    /// Run directory (recipe.toml, metrics.jsonl, checkpoint.safetensors, plots, reconstructions).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// A preset name (fmnist-pretrain, imagenet-vitb16-pretrain) or a TOML file.
+    #[arg(long, default_value = "fmnist-pretrain")]
+    pub recipe: String,
+    /// Override a recipe value: --set optim.epochs=10 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// Pretraining method (overrides model.method; mae uses MAE's random masking).
+    #[arg(long, value_enum)]
+    pub method: Option<Method>,
+    /// Packed training set (overrides data.train).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Continue the run in --out from its checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Loader threads (overrides data.threads; 0 = all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Stop after this many optimiser steps in total, as on Ctrl-C (checkpoint written).
+    #[arg(long, value_name = "STEPS")]
+    pub stop_after: Option<u64>,
+}
+
+struct PretrainTask {
+    model: MimModel,
+    norm: Normalizer,
+}
+
+impl TrainTask for PretrainTask {
+    fn loss(&self, batch: &Batch, dev: &Device) -> Result<Tensor> {
+        let x = self.norm.srmae_inputs(batch, self.model.patch(), dev)?;
+        Ok(self.model.forward(&x, true)?.loss)
+    }
+}
+
+pub fn run(a: PretrainArgs) -> Result<()> {
+    let mut overrides = a.overrides.clone();
+    if let Some(m) = a.method {
+        overrides.push(format!("model.method=\"{}\"", if m == Method::Mae { "mae" } else { "srmae" }));
+    }
+    if let Some(d) = &a.data {
+        overrides.push(format!("data.train={:?}", d.display().to_string()));
+    }
+    if let Some(t) = a.threads {
+        overrides.push(format!("data.threads={t}"));
+    }
+    let mut recipe = Recipe::load(&a.recipe, &overrides)?;
+    if recipe.model.method == Method::Mae {
+        // MAE masks the same share of patches SRMAE selects, with its own random_masking.
+        if let Some(PatchConfig::SrmaeClues { patch, select_ratio, .. }) = recipe.model.mask {
+            recipe.model.mask = Some(PatchConfig::MaeRandom { patch, mask_ratio: select_ratio });
+        }
+    }
+    let dev = crate::device::parse_device(&a.device)?;
+    let ds = Arc::new(PackedDataset::open(&recipe.data.train).with_context(|| format!("opening {}", recipe.data.train.display()))?);
+    let mut run = RunDir::open(&a.out, &recipe, a.resume)?;
+    let varmap = VarMap::new();
+    let model = MimModel::new(&recipe, VarBuilder::from_varmap(&varmap, DType::F32, &dev))?;
+    let enc = recipe.encoder()?;
+    let loader = LoaderConfig {
+        threads: recipe.data.threads,
+        seed: recipe.run.seed,
+        channels: recipe.data.channels,
+        augment: recipe.data.augment,
+        patch: recipe.mask()?,
+        low_res: recipe.data.low_res,
+        ..LoaderConfig::pretrain(recipe.data.size, enc.patch, recipe.optim.batch_size)
+    };
+    let config = CheckpointConfig { task: "pretrain".into(), recipe: recipe.to_toml(), classes: None, encoder: Some(enc), class_names: vec![] };
+    let task = PretrainTask { model, norm: Normalizer::new(&recipe.data.mean, &recipe.data.std, &dev)? };
+    let mut trainer = Trainer {
+        recipe: &recipe,
+        run: &mut run,
+        varmap: &varmap,
+        vars: varmap.all_vars(),
+        opt: optimizer(&recipe, &varmap, None)?,
+        dev: dev.clone(),
+        ds,
+        loader,
+        config_json: serde_json::to_string(&config)?,
+        stop_after: a.stop_after,
+        what: "pretrain",
+    };
+    let start = if a.resume { trainer.resume()? } else { 0 };
+    tracing::info!(
+        "pretraining {:?} ({} parameters) on {} ({} images), {} epochs, effective batch {}, lr {:.2e}",
+        recipe.model.method,
+        varmap.all_vars().iter().map(|v| v.elem_count()).sum::<usize>(),
+        recipe.data.train.display(),
+        trainer.ds.len(),
+        recipe.optim.epochs,
+        recipe.optim.batch_size * recipe.optim.accum_iter,
+        recipe.lr()
+    );
+    install_interrupt_handler();
+    let ended = trainer.run(&task, start)?;
+    plot::training_plots(&a.out)?;
+    if ended == Ended::Finished {
+        if let Some(val) = recipe.val().or(Some(recipe.data.train.as_path())) {
+            let ds = Arc::new(PackedDataset::open(val).with_context(|| format!("opening {}", val.display()))?);
+            let dir = a.out.join("reconstructions");
+            let n = reconstruct::write(&task.model, &recipe, &ds, &task.norm, &dev, 8, recipe.run.seed, &dir)?;
+            tracing::info!("{n} reconstructions in {}", dir.display());
+        }
+    }
+    match ended {
+        Ended::Finished => println!("pretraining done: {}", a.out.join("checkpoint.safetensors").display()),
+        Ended::Interrupted { step } => println!("stopped at step {step}; continue with --resume (checkpoint {})", a.out.join("checkpoint.safetensors").display()),
+    }
+    Ok(())
+}

@@ -1,0 +1,64 @@
+//! `srmae reconstruct`: what a pretrained SRMAE/MAE makes of masked images.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use candle_nn::{VarBuilder, VarMap};
+use clap::Args;
+use srmae_datasets::PackedDataset;
+use srmae_model::candle::DType;
+use srmae_model::checkpoint;
+
+use crate::train::device::Normalizer;
+use crate::train::mim::MimModel;
+use crate::train::reconstruct;
+use crate::train::run_dir::CheckpointConfig;
+
+#[derive(Args)]
+#[command(after_help = "\
+Examples:
+  srmae reconstruct --checkpoint runs/fm-srmae/checkpoint.safetensors
+  srmae reconstruct --checkpoint runs/fm-srmae/checkpoint.safetensors --count 32 --seed 3 --out /tmp/recon
+
+Each PNG shows: original | what the model saw (visible patches, low-resolution
+clues upsampled, hidden patches grey) | reconstruction | reconstruction with the
+visible patches pasted in.")]
+pub struct ReconstructArgs {
+    /// A pretraining checkpoint.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Packed images (default: the recipe's data.val, else data.train).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    #[arg(long, default_value_t = 8)]
+    pub count: usize,
+    /// Seed of the masks.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output directory (default: <checkpoint dir>/reconstructions).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+pub fn run(a: ReconstructArgs) -> Result<()> {
+    let dev = crate::device::parse_device(&a.device)?;
+    let meta = checkpoint::load(&a.checkpoint, &VarMap::new(), None, &dev)?;
+    let cfg = CheckpointConfig::parse(&meta.config, &a.checkpoint)?;
+    if cfg.task != "pretrain" {
+        bail!("{}: a {} checkpoint has no decoder; reconstruct from a pretraining checkpoint", a.checkpoint.display(), cfg.task);
+    }
+    let recipe = cfg.recipe()?;
+    let vm = VarMap::new();
+    let model = MimModel::new(&recipe, VarBuilder::from_varmap(&vm, DType::F32, &dev))?;
+    checkpoint::load(&a.checkpoint, &vm, None, &dev)?;
+    let data = a.data.clone().or_else(|| recipe.data.val.clone()).unwrap_or_else(|| recipe.data.train.clone());
+    let ds = Arc::new(PackedDataset::open(&data).with_context(|| format!("opening {}", data.display()))?);
+    let out = a.out.clone().unwrap_or_else(|| a.checkpoint.parent().map(|p| p.join("reconstructions")).unwrap_or_default());
+    let norm = Normalizer::new(&recipe.data.mean, &recipe.data.std, &dev)?;
+    let n = reconstruct::write(&model, &recipe, &ds, &norm, &dev, a.count, a.seed, &out)?;
+    println!("{n} reconstructions in {}", out.display());
+    Ok(())
+}

@@ -1,0 +1,326 @@
+//! Recipes: TOML files (shipped presets in `recipes/`, or any path) that say
+//! everything a run does, with `--set section.key=value` overrides. The
+//! resolved recipe is written to the run directory (`recipe.toml`) and into
+//! every checkpoint, so a checkpoint alone rebuilds its model.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use srmae_model::classifier::Pool;
+use srmae_model::mae::MaeConfig;
+use srmae_model::sr_head::HeadConfig;
+use srmae_model::srmae::{CluePlacement, SrmaeConfig};
+use srmae_model::vit::VitConfig;
+use srmae_pipeline::{Augment, PatchConfig};
+
+/// The presets shipped with srmae (`--recipe NAME`).
+pub const PRESETS: [(&str, &str); 6] = [
+    ("fmnist-pretrain", include_str!("../../../recipes/fmnist-pretrain.toml")),
+    ("fmnist-finetune", include_str!("../../../recipes/fmnist-finetune.toml")),
+    ("fmnist-linprobe", include_str!("../../../recipes/fmnist-linprobe.toml")),
+    ("imagenet-vitb16-pretrain", include_str!("../../../recipes/imagenet-vitb16-pretrain.toml")),
+    ("imagenet-vitb16-finetune", include_str!("../../../recipes/imagenet-vitb16-finetune.toml")),
+    ("imagenet-vitb16-linprobe", include_str!("../../../recipes/imagenet-vitb16-linprobe.toml")),
+];
+
+/// Which pretraining method.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    Srmae,
+    Mae,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    pub data: DataRecipe,
+    pub model: ModelRecipe,
+    pub optim: OptimRecipe,
+    #[serde(default)]
+    pub run: RunRecipe,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataRecipe {
+    /// Packed training set (`srmae pack` output).
+    pub train: PathBuf,
+    /// Packed evaluation set (fine-tuning and linear probing report on it).
+    #[serde(default)]
+    pub val: Option<PathBuf>,
+    /// Model input side.
+    pub size: u32,
+    /// 1 (grey) or 3 (RGB).
+    pub channels: u8,
+    /// Per-channel normalisation (on the device).
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+    /// Training augmentation (the loader's `Augment`).
+    pub augment: Augment,
+    /// Evaluation transform.
+    pub eval_augment: Augment,
+    /// Loader threads (0 = all cores).
+    #[serde(default)]
+    pub threads: usize,
+    /// Train (and evaluate) on images degraded to this side and upsampled
+    /// back: the very-low-resolution setting.
+    #[serde(default)]
+    pub low_res: Option<u32>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelRecipe {
+    /// The encoder (absent in fine-tuning recipes: it then comes from the
+    /// pretrained checkpoint).
+    #[serde(default)]
+    pub encoder: Option<VitConfig>,
+    #[serde(default = "default_method")]
+    pub method: Method,
+    #[serde(default)]
+    pub decoder_dim: usize,
+    #[serde(default)]
+    pub decoder_depth: usize,
+    #[serde(default)]
+    pub decoder_heads: usize,
+    #[serde(default)]
+    pub norm_pix_loss: bool,
+    /// SRMAE: where clue tokens enter.
+    #[serde(default = "default_placement")]
+    pub placement: CluePlacement,
+    /// SRMAE: prediction head.
+    #[serde(default = "default_head")]
+    pub head: HeadConfig,
+    #[serde(default = "one")]
+    pub w_hidden: f64,
+    #[serde(default = "one")]
+    pub w_clue: f64,
+    /// Pretraining: the loader's patch transform.
+    #[serde(default)]
+    pub mask: Option<PatchConfig>,
+    /// Fine-tuning: pooling and stochastic depth.
+    #[serde(default = "default_pool")]
+    pub pool: Pool,
+    #[serde(default)]
+    pub drop_path: f64,
+}
+
+fn default_method() -> Method {
+    Method::Srmae
+}
+fn default_placement() -> CluePlacement {
+    CluePlacement::Encoder
+}
+fn default_head() -> HeadConfig {
+    HeadConfig::Sr { features: 32, res_blocks: 2 }
+}
+fn default_pool() -> Pool {
+    Pool::Gap
+}
+fn one() -> f64 {
+    1.0
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimRecipe {
+    pub epochs: u64,
+    pub warmup_epochs: f64,
+    /// Per-step micro-batch; the effective batch is `batch_size * accum_iter`.
+    pub batch_size: usize,
+    #[serde(default = "one_usize")]
+    pub accum_iter: usize,
+    /// Base lr; the absolute lr is `blr * effective batch / 256` (MAE).
+    pub blr: f64,
+    #[serde(default)]
+    pub min_lr: f64,
+    pub weight_decay: f64,
+    pub betas: (f64, f64),
+    #[serde(default)]
+    pub clip_grad: Option<f64>,
+    /// Layer-wise lr decay (fine-tuning).
+    #[serde(default)]
+    pub layer_decay: Option<f64>,
+    #[serde(default)]
+    pub label_smoothing: f64,
+}
+
+fn one_usize() -> usize {
+    1
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunRecipe {
+    pub seed: u64,
+    /// Write `checkpoint.safetensors` every this many epochs (and at the end).
+    pub save_every: u64,
+    /// Evaluate on `data.val` every this many epochs (fine-tuning).
+    pub eval_every: u64,
+    /// A `metrics.jsonl` line every this many optimiser steps.
+    pub log_every: u64,
+}
+
+impl Default for RunRecipe {
+    fn default() -> RunRecipe {
+        RunRecipe { seed: 0, save_every: 1, eval_every: 1, log_every: 20 }
+    }
+}
+
+impl Recipe {
+    /// Reads a preset name or a TOML path, then applies `key=value` overrides.
+    pub fn load(name_or_path: &str, overrides: &[String]) -> Result<Recipe> {
+        let text = match PRESETS.iter().find(|(n, _)| *n == name_or_path) {
+            Some((_, t)) => t.to_string(),
+            None => std::fs::read_to_string(name_or_path).with_context(|| {
+                let names: Vec<&str> = PRESETS.iter().map(|p| p.0).collect();
+                format!("recipe {name_or_path:?} is neither a preset ({}) nor a readable file", names.join(", "))
+            })?,
+        };
+        let mut value: toml::Table = toml::from_str(&text).with_context(|| format!("recipe {name_or_path}: not valid TOML"))?;
+        for o in overrides {
+            apply_override(&mut value, o).with_context(|| format!("--set {o}"))?;
+        }
+        let recipe: Recipe = toml::Value::Table(value).try_into().with_context(|| format!("recipe {name_or_path}"))?;
+        recipe.check()?;
+        Ok(recipe)
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("recipes serialise")
+    }
+
+    pub fn from_toml(text: &str) -> Result<Recipe> {
+        toml::from_str(text).context("recipe stored in the checkpoint")
+    }
+
+    fn check(&self) -> Result<()> {
+        let d = &self.data;
+        if !matches!(d.channels, 1 | 3) {
+            bail!("data.channels must be 1 or 3, not {}", d.channels);
+        }
+        if d.mean.len() != d.channels as usize || d.std.len() != d.channels as usize {
+            bail!("data.mean and data.std need {} values each", d.channels);
+        }
+        if self.optim.batch_size == 0 || self.optim.accum_iter == 0 {
+            bail!("optim.batch_size and optim.accum_iter must be at least 1");
+        }
+        if let Some(e) = &self.model.encoder {
+            if e.img_size != d.size as usize {
+                bail!("model.encoder.img_size {} differs from data.size {}", e.img_size, d.size);
+            }
+            if e.in_chans != d.channels as usize {
+                bail!("model.encoder.in_chans {} differs from data.channels {}", e.in_chans, d.channels);
+            }
+        }
+        Ok(())
+    }
+
+    /// The effective batch and the absolute peak lr.
+    pub fn lr(&self) -> f64 {
+        srmae_model::schedule::CosineSchedule::scaled_lr(self.optim.blr, self.optim.batch_size * self.optim.accum_iter)
+    }
+
+    pub fn encoder(&self) -> Result<VitConfig> {
+        self.model.encoder.clone().context("the recipe has no [model.encoder]")
+    }
+
+    pub fn mae_config(&self) -> Result<MaeConfig> {
+        let m = &self.model;
+        if m.decoder_dim == 0 || m.decoder_depth == 0 || m.decoder_heads == 0 {
+            bail!("pretraining needs model.decoder_dim, decoder_depth and decoder_heads");
+        }
+        Ok(MaeConfig {
+            encoder: self.encoder()?,
+            decoder_dim: m.decoder_dim,
+            decoder_depth: m.decoder_depth,
+            decoder_heads: m.decoder_heads,
+            norm_pix_loss: m.norm_pix_loss,
+        })
+    }
+
+    /// The loader's patch transform for pretraining (checked against the method).
+    pub fn mask(&self) -> Result<PatchConfig> {
+        let patch = self.encoder()?.patch;
+        let mask = self.model.mask.clone().unwrap_or(match self.model.method {
+            Method::Srmae => PatchConfig::srmae(patch),
+            Method::Mae => PatchConfig::MaeRandom { patch, mask_ratio: 0.75 },
+        });
+        match (&mask, self.model.method) {
+            (PatchConfig::SrmaeClues { patch: p, .. }, _) | (PatchConfig::MaeRandom { patch: p, .. }, Method::Mae) => {
+                if *p != patch {
+                    bail!("model.mask.patch {p} differs from the encoder's patch {patch}");
+                }
+                Ok(mask)
+            }
+            (PatchConfig::MaeRandom { .. }, Method::Srmae) => {
+                bail!("method srmae needs the srmae_clues mask (mae_random has no clues); use method mae")
+            }
+            (other, _) => bail!(
+                "model.mask {other:?}: the MAE-style encoder here needs a fixed number of visible patches \
+                 (srmae_clues or mae_random); simmim_blocks and beit_blockwise are loader transforms for other models"
+            ),
+        }
+    }
+
+    /// The SRMAE config (factor from the mask).
+    pub fn srmae_config(&self) -> Result<SrmaeConfig> {
+        let mae = self.mae_config()?;
+        let factor = match self.mask()? {
+            PatchConfig::SrmaeClues { factor, .. } => factor,
+            _ => 4,
+        };
+        Ok(SrmaeConfig {
+            clue_side: mae.encoder.patch / factor,
+            mae,
+            placement: self.model.placement,
+            head: self.model.head.clone(),
+            w_hidden: self.model.w_hidden,
+            w_clue: self.model.w_clue,
+        })
+    }
+
+    pub fn val(&self) -> Option<&Path> {
+        self.data.val.as_deref()
+    }
+}
+
+/// `a.b.c=value`: the value is parsed as TOML (`5`, `true`, `"x"`, `[1, 2]`,
+/// `{kind = "resize", size = 28}`), or taken as a string when it does not parse.
+pub fn apply_override(table: &mut toml::Table, spec: &str) -> Result<()> {
+    let (key, raw) = spec.split_once('=').context("expected key=value")?;
+    let value: toml::Value = match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
+        Ok(mut t) => t.remove("v").context("parsed value")?,
+        Err(_) => toml::Value::String(raw.to_string()),
+    };
+    let parts: Vec<&str> = key.trim().split('.').collect();
+    let mut cur = table;
+    for p in &parts[..parts.len() - 1] {
+        let entry = cur.entry(p.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cur = entry.as_table_mut().with_context(|| format!("{p} is not a table"))?;
+    }
+    cur.insert(parts[parts.len() - 1].to_string(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_parse_and_overrides_apply() {
+        for (name, _) in PRESETS {
+            Recipe::load(name, &[]).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        }
+        let r = Recipe::load("fmnist-pretrain", &["optim.epochs=3".into(), "model.method=mae".into(), "data.train=/x".into()]).unwrap();
+        assert_eq!(r.optim.epochs, 3);
+        assert_eq!(r.model.method, Method::Mae);
+        assert_eq!(r.data.train, PathBuf::from("/x"));
+        let err = Recipe::load("fmnist-pretrain", &["optim.epoch=3".into()]).unwrap_err();
+        assert!(format!("{err:#}").contains("unknown field"), "{err:#}");
+        let back = Recipe::from_toml(&r.to_toml()).unwrap();
+        assert_eq!(back.to_toml(), r.to_toml());
+    }
+}

@@ -1,0 +1,212 @@
+//! The training loop shared by `pretrain` and `finetune`: epochs of loader
+//! batches, gradient accumulation, the warmup + cosine schedule per step,
+//! clipping, AdamW, checkpoints with the loader's position, Ctrl-C, logs.
+//!
+//! Resume is exact: the checkpoint holds the weights, AdamW's moments and
+//! step, and the loader position; the schedule derives from the step and
+//! stochastic depth is seeded from (seed, step), so a resumed run computes
+//! the same updates as an uninterrupted one.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use candle_nn::VarMap;
+use srmae_datasets::PackedDataset;
+use srmae_model::candle::{Device, Tensor, Var};
+use srmae_model::checkpoint::{self, CheckpointMeta};
+use srmae_model::engine::GradAccumulator;
+use srmae_model::optim::AdamW;
+use srmae_model::schedule::CosineSchedule;
+use srmae_model::vit::seed_stochastic_depth;
+use srmae_pipeline::{Batch, Loader, LoaderConfig, LoaderState};
+
+use super::recipe::Recipe;
+use super::run_dir::RunDir;
+use crate::progress::items_bar;
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// First Ctrl-C: finish the current step, checkpoint, exit. Second: exit now.
+pub fn install_interrupt_handler() {
+    let _ = ctrlc::set_handler(|| {
+        if INTERRUPTED.swap(true, Ordering::SeqCst) {
+            eprintln!("second interrupt: exiting without a checkpoint");
+            std::process::exit(130);
+        }
+        eprintln!("interrupt: writing a checkpoint after this step (Ctrl-C again to abort)");
+    });
+}
+
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+/// What differs between pretraining and fine-tuning.
+pub trait TrainTask {
+    /// The loss of one micro-batch (mean over its samples).
+    fn loss(&self, batch: &Batch, dev: &Device) -> Result<Tensor>;
+    /// Called after each evaluated epoch; returns metrics to log.
+    fn evaluate(&self, _epoch: u64) -> Result<Option<serde_json::Value>> {
+        Ok(None)
+    }
+}
+
+pub struct Trainer<'a> {
+    pub recipe: &'a Recipe,
+    pub run: &'a mut RunDir,
+    pub varmap: &'a VarMap,
+    pub vars: Vec<Var>,
+    pub opt: AdamW,
+    pub dev: Device,
+    pub ds: Arc<PackedDataset>,
+    pub loader: LoaderConfig,
+    /// The checkpoint's `config` metadata.
+    pub config_json: String,
+    /// Stop (as on Ctrl-C: checkpoint, exit) after this many steps in total.
+    pub stop_after: Option<u64>,
+    /// The name on the progress bar.
+    pub what: &'static str,
+}
+
+/// How a training run ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ended {
+    Finished,
+    Interrupted { step: u64 },
+}
+
+/// Loader position after `step` optimiser steps.
+fn position(step: u64, per_epoch: u64, accum: u64, fingerprint: u64) -> LoaderState {
+    LoaderState { epoch: step / per_epoch, next_batch: (step % per_epoch) * accum, fingerprint }
+}
+
+impl<'a> Trainer<'a> {
+    /// Loads the checkpoint of the run directory (for `--resume`).
+    pub fn resume(&mut self) -> Result<u64> {
+        let path = self.run.checkpoint();
+        let meta = checkpoint::load(&path, self.varmap, Some(&mut self.opt), &self.dev)?;
+        let state: LoaderState = serde_json::from_str(&meta.loader_state).with_context(|| format!("{}: loader state", path.display()))?;
+        if state.fingerprint != self.loader.fingerprint() {
+            anyhow::bail!("{}: the loader configuration differs from the checkpoint's (was the recipe changed?)", path.display());
+        }
+        tracing::info!("resuming {} at step {} (epoch {}, batch {})", path.display(), meta.step, state.epoch, state.next_batch);
+        Ok(meta.step)
+    }
+
+    fn save(&self, step: u64, state: LoaderState) -> Result<()> {
+        let meta = CheckpointMeta {
+            step,
+            config: self.config_json.clone(),
+            loader_state: serde_json::to_string(&state)?,
+        };
+        checkpoint::save(&self.run.checkpoint(), self.varmap, Some(&self.opt), &meta)?;
+        Ok(())
+    }
+
+    /// Trains from optimiser step `start` to the end of the recipe.
+    pub fn run(&mut self, task: &dyn TrainTask, start: u64) -> Result<Ended> {
+        let o = &self.recipe.optim;
+        let accum = o.accum_iter as u64;
+        let batches = Loader::new(self.ds.clone(), self.loader.clone())?.num_batches();
+        let per_epoch = batches / accum;
+        if per_epoch == 0 {
+            anyhow::bail!(
+                "{} has {} samples: fewer than one step of {} x {} (batch_size x accum_iter)",
+                self.recipe.data.train.display(),
+                self.ds.len(),
+                o.batch_size,
+                o.accum_iter
+            );
+        }
+        let total = per_epoch * o.epochs;
+        let sched = CosineSchedule { lr: self.recipe.lr(), min_lr: o.min_lr, warmup_epochs: o.warmup_epochs, epochs: o.epochs as f64 };
+        let fp = self.loader.fingerprint();
+        let seed = self.recipe.run.seed;
+        let bar = items_bar(total, self.what);
+        bar.set_position(start);
+        let mut step = start;
+        let mut acc = GradAccumulator::new();
+        let (mut loss_sum, mut loss_n, mut images, mut wait_s, mut busy_s) = (0f64, 0u64, 0u64, 0f64, 0f64);
+        let mut window = Instant::now();
+        while step < total {
+            let epoch = step / per_epoch;
+            let pos = position(step, per_epoch, accum, fp);
+            let mut loader = Loader::resume(self.ds.clone(), LoaderConfig { epoch, ..self.loader.clone() }, pos)?;
+            let mut epoch_loss = (0f64, 0u64);
+            while step / per_epoch == epoch && step < total {
+                let t_step = Instant::now();
+                let mut step_loss = 0f64;
+                for micro in 0..accum {
+                    let t_wait = Instant::now();
+                    let batch = loader
+                        .next()
+                        .context("the loader ended before the epoch's steps")?
+                        .with_context(|| format!("loading epoch {epoch}"))?;
+                    wait_s += t_wait.elapsed().as_secs_f64();
+                    images += batch.len as u64;
+                    seed_stochastic_depth(seed ^ (step << 8 | micro).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                    let loss = task.loss(&batch, &self.dev)?;
+                    let value = loss.to_scalar::<f32>()? as f64;
+                    if !value.is_finite() {
+                        anyhow::bail!("loss is {value} at step {step} (epoch {epoch}); lower optim.blr or set optim.clip_grad");
+                    }
+                    step_loss += value / accum as f64;
+                    let grads = (loss / accum as f64)?.backward()?;
+                    acc.add(&grads, &self.vars)?;
+                }
+                let lr = sched.lr_at(step as f64 / per_epoch as f64);
+                self.opt.lr = lr;
+                let norm = acc.apply(&mut self.opt, o.clip_grad)?;
+                step += 1;
+                busy_s += t_step.elapsed().as_secs_f64();
+                loss_sum += step_loss;
+                loss_n += 1;
+                epoch_loss = (epoch_loss.0 + step_loss, epoch_loss.1 + 1);
+                bar.set_position(step);
+                let wait_pct = 100.0 * wait_s / busy_s.max(1e-9);
+                let rate = images as f64 / window.elapsed().as_secs_f64().max(1e-9);
+                bar.set_message(format!("loss {:.4} lr {lr:.2e} {rate:.0} img/s data-wait {wait_pct:.1}%", loss_sum / loss_n as f64));
+                if step % self.recipe.run.log_every == 0 || step == total {
+                    let line = serde_json::json!({"step": step, "epoch": step as f64 / per_epoch as f64, "loss": loss_sum / loss_n as f64,
+                        "lr": lr, "grad_norm": norm, "images_per_s": rate, "data_wait_pct": wait_pct});
+                    if bar.is_hidden() {
+                        tracing::info!("{line}");
+                    }
+                    self.run.log(line)?;
+                    (loss_sum, loss_n, images, wait_s, busy_s) = (0.0, 0, 0, 0.0, 0.0);
+                    window = Instant::now();
+                }
+                if interrupted() || self.stop_after == Some(step) {
+                    self.save(step, position(step, per_epoch, accum, fp))?;
+                    bar.abandon_with_message(format!("stopped at step {step}; checkpoint written"));
+                    return Ok(Ended::Interrupted { step });
+                }
+            }
+            drop(loader);
+            let done = epoch + 1;
+            let mut line = serde_json::json!({"epoch_end": done, "train_loss": epoch_loss.0 / epoch_loss.1.max(1) as f64});
+            if done % self.recipe.run.eval_every == 0 || done == o.epochs {
+                if let Some(eval) = task.evaluate(done)? {
+                    line["eval"] = eval;
+                }
+            }
+            tracing::info!("epoch {done}/{}: {line}", o.epochs);
+            self.run.log(line)?;
+            if done % self.recipe.run.save_every == 0 || done == o.epochs {
+                self.save(step, position(step, per_epoch, accum, fp))?;
+            }
+        }
+        bar.finish_and_clear();
+        Ok(Ended::Finished)
+    }
+}
+
+/// AdamW with the recipe's groups and betas.
+pub fn optimizer(recipe: &Recipe, varmap: &VarMap, layer_decay: Option<(f64, usize)>) -> Result<AdamW> {
+    let groups = srmae_model::optim::param_groups(varmap, recipe.optim.weight_decay, layer_decay);
+    let mut opt = AdamW::new(groups, recipe.lr())?;
+    (opt.beta1, opt.beta2) = recipe.optim.betas;
+    Ok(opt)
+}
