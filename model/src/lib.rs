@@ -10,6 +10,7 @@
 pub mod checkpoint;
 pub mod classifier;
 pub mod engine;
+pub mod init;
 pub mod linear;
 pub mod loss;
 pub mod mae;

@@ -140,6 +140,7 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
     let mut run = RunDir::open(&a.out, &recipe, a.resume)?;
     let varmap = VarMap::new();
     let model = VitClassifier::new(&enc, classes, recipe.model.pool, VarBuilder::from_varmap(&varmap, DType::F32, &dev))?;
+    srmae_model::init::seeded_init(&varmap, recipe.run.seed)?;
     if let (Some(init), false) = (&a.init, a.resume) {
         let fresh = load_encoder(init, &varmap, &dev)?;
         tracing::info!("encoder from {}; newly initialised: {}", init.display(), fresh.join(", "));

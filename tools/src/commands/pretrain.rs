@@ -93,6 +93,7 @@ pub fn run(a: PretrainArgs) -> Result<()> {
     let mut run = RunDir::open(&a.out, &recipe, a.resume)?;
     let varmap = VarMap::new();
     let model = MimModel::new(&recipe, VarBuilder::from_varmap(&varmap, DType::F32, &dev))?;
+    srmae_model::init::seeded_init(&varmap, recipe.run.seed)?;
     let enc = recipe.encoder()?;
     let loader = LoaderConfig {
         threads: recipe.data.threads,

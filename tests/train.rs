@@ -1,0 +1,151 @@
+//! The user's path end to end with the `srmae` binary, on a small slice of
+//! Fashion-MNIST and a tiny model: pack -> pretrain (interrupted and resumed,
+//! which must equal the uninterrupted run bit for bit) -> reconstruct ->
+//! finetune -> linprobe -> eval at low resolutions -> export.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use srmae_e2e::*;
+
+fn srmae(args: &[&str]) -> Output {
+    let out = Command::new(srmae_bin()).args(args).output().expect("running srmae");
+    assert!(
+        out.status.success(),
+        "srmae {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A safetensors file's header (as JSON; its metadata map has no fixed
+/// order on disk) and its tensor bytes.
+fn safetensors_parts(path: &Path) -> (serde_json::Value, Vec<u8>) {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    (serde_json::from_slice(&bytes[8..8 + n]).unwrap(), bytes[8 + n..].to_vec())
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// A tiny encoder/decoder, two loader threads, 8 optimiser steps per epoch
+/// (batch 16 x 2 accumulated micro-batches over 256 images).
+const TINY: [&str; 14] = [
+    "--set",
+    "model.encoder={ img_size = 28, patch = 4, in_chans = 1, dim = 32, depth = 2, heads = 2, mlp_ratio = 4.0, drop_path = 0.0 }",
+    "--set",
+    "model.decoder_dim=32",
+    "--set",
+    "model.decoder_depth=1",
+    "--set",
+    "model.head={ kind = \"sr\", features = 8, res_blocks = 1 }",
+    "--set",
+    "optim.batch_size=16",
+    "--set",
+    "optim.accum_iter=2",
+    "--set",
+    "optim.epochs=2",
+];
+
+#[test]
+fn pack_pretrain_resume_finetune_probe_eval_reconstruct_export() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let (train, test) = (t.join("train"), t.join("test"));
+    let fm = fashion_mnist();
+    srmae(&["pack", p(&fm), p(&train), "--split", "train", "--limit", "256"]);
+    srmae(&["pack", p(&fm), p(&test), "--split", "test", "--limit", "128"]);
+    let data = ["--data", p(&train), "--set"];
+    let val = format!("data.val={:?}", p(&test));
+
+    // Uninterrupted, and stopped after 5 steps (mid-epoch) then resumed.
+    let (full, parts) = (t.join("full"), t.join("parts"));
+    let pre = |out: &Path, extra: &[&str]| {
+        let mut a = vec!["pretrain", "--out", p(out), "--threads", "2"];
+        a.extend_from_slice(&data);
+        a.push(&val);
+        a.extend_from_slice(&TINY);
+        a.extend_from_slice(extra);
+        srmae(&a)
+    };
+    pre(&full, &[]);
+    let stopped = pre(&parts, &["--stop-after", "5"]);
+    assert!(String::from_utf8_lossy(&stopped.stdout).contains("stopped at step 5"));
+    // A second run into the same directory without --resume is refused.
+    let again = Command::new(srmae_bin()).args(["pretrain", "--out", p(&parts), "--data", p(&train)]).output().unwrap();
+    assert!(!again.status.success() && String::from_utf8_lossy(&again.stderr).contains("--resume"));
+    pre(&parts, &["--resume"]);
+    let (ha, da) = safetensors_parts(&full.join("checkpoint.safetensors"));
+    let (hb, db) = safetensors_parts(&parts.join("checkpoint.safetensors"));
+    assert_eq!(ha, hb, "checkpoint headers (names, shapes, offsets, step, loader state) differ");
+    assert!(da == db, "the resumed run's weights or optimiser state differ from the uninterrupted run's");
+    for f in ["recipe.toml", "metrics.jsonl", "reconstructions/sample-000000.png"] {
+        assert!(full.join(f).is_file(), "{f} missing from the run directory");
+    }
+    let metrics = std::fs::read_to_string(full.join("metrics.jsonl")).unwrap();
+    let steps: Vec<serde_json::Value> = metrics.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let last = steps.iter().rev().find(|m| m.get("step").is_some()).unwrap();
+    assert_eq!(last["step"], 16);
+    assert!(last["loss"].as_f64().unwrap().is_finite() && last["data_wait_pct"].as_f64().is_some());
+    let ckpt = full.join("checkpoint.safetensors");
+
+    // Reconstruction sheets: four panels side by side.
+    let rec = t.join("rec");
+    srmae(&["reconstruct", "--checkpoint", p(&ckpt), "--count", "3", "--out", p(&rec)]);
+    let sheets: Vec<_> = std::fs::read_dir(&rec).unwrap().collect();
+    assert_eq!(sheets.len(), 3);
+    let img = image::open(rec.join("sample-000000.png")).unwrap();
+    assert!(img.width() > 4 * img.height() && img.width() < 5 * img.height());
+
+    // Fine-tune from the pretrained encoder; evaluate at low resolutions.
+    let ft = t.join("ft");
+    let mut a = vec!["finetune", "--init", p(&ckpt), "--out", p(&ft), "--threads", "2"];
+    a.extend_from_slice(&data);
+    a.push(&val);
+    a.extend_from_slice(&TINY[..2]);
+    a.extend_from_slice(&["--set", "optim.epochs=1", "--set", "optim.batch_size=32"]);
+    srmae(&a);
+    let out = srmae(&["eval", "--checkpoint", p(&ft.join("checkpoint.safetensors")), "--test-res", "28,14,7"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("28 px") && text.contains("7 px"), "{text}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(ft.join("eval.json")).unwrap()).unwrap();
+    let rows = report["results"].as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    for r in rows {
+        assert_eq!(r["n"], 128);
+        let (t1, t5) = (r["top1"].as_f64().unwrap(), r["top5"].as_f64().unwrap());
+        assert!((0.0..=100.0).contains(&t1) && t5 >= t1);
+    }
+    assert!(ft.join("lowres.md").is_file());
+
+    // Linear probe; its folded checkpoint evaluates like the probe itself.
+    let lp = t.join("lp");
+    let mut a = vec!["linprobe", "--init", p(&ckpt), "--out", p(&lp), "--threads", "2"];
+    a.extend_from_slice(&data);
+    a.push(&val);
+    a.extend_from_slice(&TINY[..2]);
+    a.extend_from_slice(&["--set", "optim.epochs=3", "--set", "optim.batch_size=64"]);
+    let probe = String::from_utf8_lossy(&srmae(&a).stdout).to_string();
+    let probe_top1 = probe.split("top-1 ").nth(1).and_then(|s| s.split('%').next()).unwrap().trim().to_string();
+    let out = String::from_utf8_lossy(&srmae(&["eval", "--checkpoint", p(&lp.join("checkpoint.safetensors"))]).stdout).to_string();
+    assert!(out.contains(&format!("top-1 {probe_top1:>6}%")), "probe said {probe_top1}, eval said {out}");
+
+    // Export with timm's names and layouts.
+    let exported = t.join("timm.safetensors");
+    srmae(&["export", "--checkpoint", p(&ft.join("checkpoint.safetensors")), "--out", p(&exported)]);
+    let (header, _) = safetensors_parts(&exported);
+    let shape = |k: &str| header[k]["shape"].as_array().unwrap_or_else(|| panic!("{k} missing")).iter().map(|v| v.as_u64().unwrap()).collect::<Vec<_>>();
+    assert_eq!(shape("patch_embed.proj.weight"), [32, 1, 4, 4]);
+    assert_eq!(shape("pos_embed"), [1, 50, 32]);
+    assert_eq!(shape("cls_token"), [1, 1, 32]);
+    assert_eq!(shape("blocks.1.attn.qkv.weight"), [96, 32]);
+    assert_eq!(shape("blocks.0.mlp.fc2.bias"), [32]);
+    assert_eq!(shape("fc_norm.weight"), [32]);
+    assert_eq!(shape("head.weight"), [10, 32]);
+    let names: Vec<&String> = header.as_object().unwrap().keys().filter(|k| *k != "__metadata__").collect();
+    assert!(names.iter().all(|k| !k.starts_with("decoder") && !k.starts_with("norm.") && !k.contains("sr_head")), "{names:?}");
+    assert_eq!(header["__metadata__"]["global_pool"], "avg");
+}
