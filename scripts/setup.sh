@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs what srmae's build and tests need on a fresh Debian machine:
-# the Fashion-MNIST IDX files (the default dataset) and build tools.
+# the Fashion-MNIST IDX files (the default dataset), build tools, and the
+# font the PNG plots use.
 set -euo pipefail
 need=()
 [ -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] || need+=(dataset-fashion-mnist)
 command -v cc >/dev/null || need+=(build-essential)
 command -v cmake >/dev/null || need+=(cmake)
 command -v nasm >/dev/null || need+=(nasm)
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
   SUDO=""
