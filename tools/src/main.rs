@@ -51,6 +51,8 @@ enum Command {
     Reconstruct(commands::reconstruct::ReconstructArgs),
     /// The encoder as safetensors with timm's ViT names.
     Export(commands::export::ExportArgs),
+    /// Accuracy-vs-resolution chart of several eval.json files.
+    Plot(commands::plot::PlotArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -80,5 +82,6 @@ fn main() -> anyhow::Result<()> {
         Command::Eval(a) => commands::eval::run(a),
         Command::Reconstruct(a) => commands::reconstruct::run(a),
         Command::Export(a) => commands::export::run(a),
+        Command::Plot(a) => commands::plot::run(a),
     }
 }

@@ -10,6 +10,9 @@ pub mod folder;
 pub mod idx;
 pub mod imagenet;
 
+#[cfg(test)]
+mod proptests;
+
 use std::path::Path;
 
 use crate::error::{Error, Result};

@@ -7,7 +7,7 @@
 mod beit;
 mod mae;
 mod simmim;
-mod srmae;
+pub mod srmae;
 
 #[cfg(test)]
 mod tests;

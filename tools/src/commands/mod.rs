@@ -7,6 +7,7 @@ pub mod finetune;
 pub mod inspect;
 pub mod linprobe;
 pub mod pack;
+pub mod plot;
 pub mod pretrain;
 pub mod reconstruct;
 pub mod verify;

@@ -20,6 +20,7 @@ use crate::train::run_dir::CheckpointConfig;
 Examples:
   srmae reconstruct --checkpoint runs/fm-srmae/checkpoint.safetensors
   srmae reconstruct --checkpoint runs/fm-srmae/checkpoint.safetensors --count 32 --seed 3 --out /tmp/recon
+  srmae reconstruct --checkpoint runs/fm-srmae/checkpoint.safetensors --psnr 2000   # SR quality of clue patches
 
 Each PNG shows: original | what the model saw (visible patches, low-resolution
 clues upsampled, hidden patches grey) | reconstruction | reconstruction with the
@@ -41,6 +42,10 @@ pub struct ReconstructArgs {
     pub out: Option<PathBuf>,
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Also measure the PSNR of clue patches (model vs bicubic and nearest
+    /// upsampling of the clues) over this many images; writes sr_quality.json.
+    #[arg(long, value_name = "IMAGES")]
+    pub psnr: Option<usize>,
 }
 
 pub fn run(a: ReconstructArgs) -> Result<()> {
@@ -60,5 +65,13 @@ pub fn run(a: ReconstructArgs) -> Result<()> {
     let norm = Normalizer::new(&recipe.data.mean, &recipe.data.std, &dev)?;
     let n = reconstruct::write(&model, &recipe, &ds, &norm, &dev, a.count, a.seed, &out)?;
     println!("{n} reconstructions in {}", out.display());
+    if let Some(images) = a.psnr {
+        let q = crate::train::sr_quality::measure(&model, &recipe, &ds, &norm, &dev, images, a.seed)?;
+        println!(
+            "clue patches of {} images ({} pixels): PSNR model {:.2} dB, bicubic {:.2} dB, nearest {:.2} dB",
+            q.images, q.clue_pixels, q.psnr_model, q.psnr_bicubic, q.psnr_nearest
+        );
+        std::fs::write(out.join("sr_quality.json"), serde_json::to_string_pretty(&q)?).context("writing sr_quality.json")?;
+    }
     Ok(())
 }

@@ -9,4 +9,5 @@ pub mod plot;
 pub mod recipe;
 pub mod reconstruct;
 pub mod run_dir;
+pub mod sr_quality;
 pub mod trainer;

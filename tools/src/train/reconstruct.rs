@@ -53,7 +53,7 @@ pub fn write(model: &MimModel, recipe: &Recipe, ds: &Arc<PackedDataset>, norm: &
 }
 
 /// Normalised `[B, C, S, S]` -> u8 values.
-fn to_u8(t: &Tensor, mean: &[f32], std: &[f32]) -> Result<Vec<u8>> {
+pub fn to_u8(t: &Tensor, mean: &[f32], std: &[f32]) -> Result<Vec<u8>> {
     let (_, c, s, _) = t.dims4()?;
     let v: Vec<f32> = t.flatten_all()?.to_vec1()?;
     Ok(v.iter()

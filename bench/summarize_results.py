@@ -1,0 +1,78 @@
+#!/usr/bin/env python3
+"""Tables for docs/RESULTS.md from a bench/fmnist_results.sh output folder.
+
+    python3 bench/summarize_results.py runs/results > tables.md
+
+Mean ± sample std over the seeds present (n is shown); top-1 in percent.
+"""
+import glob
+import json
+import os
+import statistics
+import sys
+
+
+def load(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def fmt(values):
+    if not values:
+        return "—"
+    m = statistics.mean(values)
+    if len(values) == 1:
+        return f"{m:.2f}"
+    return f"{m:.2f} ± {statistics.stdev(values):.2f}"
+
+
+def main(root):
+    seeds = sorted(glob.glob(os.path.join(root, "seed*")))
+    arms = ["srmae", "mae", "scratch"]
+    res_set = set()
+    table = {}  # (arm, protocol, res) -> [top1]
+    for s in seeds:
+        for arm in arms:
+            for proto, sub in (("fine-tune", f"{arm}-ft-full"), ("linear probe", f"{arm}-lp"), ("fine-tune at low res", f"{arm}-ft-vlr")):
+                ev = load(os.path.join(s, sub, "eval.json"))
+                if not ev:
+                    continue
+                for r in ev["results"]:
+                    res_set.add(r["res"])
+                    table.setdefault((arm, proto, r["res"]), []).append(r["top1"])
+    res = sorted(res_set, reverse=True)
+    print(f"Seeds: {len(seeds)}. Top-1 (%) on the 10,000 Fashion-MNIST test images.\n")
+    print("| arm | protocol | " + " | ".join(f"{r} px" for r in res) + " |")
+    print("|---|---|" + "---:|" * len(res))
+    for proto in ("fine-tune", "linear probe", "fine-tune at low res"):
+        for arm in arms:
+            cells = [fmt(table.get((arm, proto, r), [])) for r in res]
+            if all(c == "—" for c in cells):
+                continue
+            print(f"| {arm} | {proto} | " + " | ".join(cells) + " |")
+    psnr = [load(os.path.join(s, "srmae-pre", "psnr", "sr_quality.json")) for s in seeds]
+    psnr = [p for p in psnr if p]
+    if psnr:
+        print("\nSR head quality, clue patches of held-out images (PSNR, dB):\n")
+        print("| model (SR head) | bicubic upsampling of the clues | nearest (the head's global residual) | images |")
+        print("|---:|---:|---:|---:|")
+        print(f"| {fmt([p['psnr_model'] for p in psnr])} | {fmt([p['psnr_bicubic'] for p in psnr])} | "
+              f"{fmt([p['psnr_nearest'] for p in psnr])} | {psnr[0]['images']} |")
+    times = os.path.join(root, "times.jsonl")
+    if os.path.exists(times):
+        total = {}
+        for line in open(times):
+            t = json.loads(line)
+            key = t["run"].split("-", 1)[1] if "-" in t["run"] else t["run"]
+            total.setdefault(key, []).append(t["seconds"])
+        print("\nWall time per run (s, mean over seeds):\n")
+        print("| run | seconds |\n|---|---:|")
+        for k, v in total.items():
+            print(f"| {k} | {statistics.mean(v):.0f} |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "runs/results")
