@@ -134,11 +134,14 @@ pub fn run(a: PretrainArgs) -> Result<()> {
     let ended = trainer.run(&task, start)?;
     plot::training_plots(&a.out)?;
     if ended == Ended::Finished {
-        if let Some(val) = recipe.val().or(Some(recipe.data.train.as_path())) {
-            let ds = Arc::new(PackedDataset::open(val).with_context(|| format!("opening {}", val.display()))?);
-            let dir = a.out.join("reconstructions");
-            let n = reconstruct::write(&task.model, &recipe, &ds, &task.norm, &dev, 8, recipe.run.seed, &dir)?;
-            tracing::info!("{n} reconstructions in {}", dir.display());
+        let data = recipe.val().unwrap_or(recipe.data.train.as_path());
+        let dir = a.out.join("reconstructions");
+        let written = PackedDataset::open(data)
+            .map_err(anyhow::Error::from)
+            .and_then(|ds| reconstruct::write(&task.model, &recipe, &Arc::new(ds), &task.norm, &dev, 8, recipe.run.seed, &dir));
+        match written {
+            Ok(n) => tracing::info!("{n} reconstructions in {}", dir.display()),
+            Err(e) => tracing::warn!("no reconstructions from {}: {e:#}", data.display()),
         }
     }
     match ended {
