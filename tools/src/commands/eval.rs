@@ -38,12 +38,16 @@ pub struct EvalArgs {
     /// Test resolutions, e.g. 28,14,10,7 (the model's size means full resolution).
     #[arg(long, value_delimiter = ',')]
     pub test_res: Vec<u32>,
+    /// Evaluation batch size.
     #[arg(long, default_value_t = 256)]
     pub batch: usize,
+    /// Output directory (default: the checkpoint's directory).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Loader threads (overrides data.threads; 0 = all cores).
     #[arg(long)]
     pub threads: Option<usize>,
 }

@@ -28,6 +28,7 @@ Examples:
   srmae finetune --init runs/fm-srmae/checkpoint.safetensors --out runs/fm-vlr --set data.low_res=7
   srmae finetune --out runs/fm-srmae-ft --resume")]
 pub struct FinetuneArgs {
+    /// Run directory (recipe.toml, metrics.jsonl, checkpoint.safetensors, plots).
     #[arg(long)]
     pub out: PathBuf,
     /// Pretraining checkpoint whose encoder initialises the classifier.
@@ -39,6 +40,7 @@ pub struct FinetuneArgs {
     /// A preset (fmnist-finetune, imagenet-vitb16-finetune) or a TOML file.
     #[arg(long, default_value = "fmnist-finetune")]
     pub recipe: String,
+    /// Override a recipe value: --set optim.epochs=10 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub overrides: Vec<String>,
     /// Packed training set (overrides data.train).
@@ -47,10 +49,13 @@ pub struct FinetuneArgs {
     /// Packed validation set (overrides data.val).
     #[arg(long)]
     pub val: Option<PathBuf>,
+    /// Continue the run in --out from its checkpoint.
     #[arg(long)]
     pub resume: bool,
+    /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Loader threads (overrides data.threads; 0 = all cores).
     #[arg(long)]
     pub threads: Option<usize>,
     /// Stop after this many optimiser steps in total, as on Ctrl-C.

@@ -32,6 +32,7 @@ Examples:
   srmae linprobe --init runs/fm-srmae/checkpoint.safetensors --out runs/fm-srmae-lp
   srmae linprobe --init runs/fm-mae/checkpoint.safetensors --out runs/fm-mae-lp --set optim.epochs=50")]
 pub struct LinprobeArgs {
+    /// Run directory (recipe.toml, metrics.jsonl, checkpoint.safetensors, plots).
     #[arg(long)]
     pub out: PathBuf,
     /// Pretraining checkpoint (its encoder is frozen).
@@ -39,14 +40,19 @@ pub struct LinprobeArgs {
     pub init: PathBuf,
     #[arg(long, default_value = "fmnist-linprobe")]
     pub recipe: String,
+    /// Override a recipe value: --set optim.epochs=10 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub overrides: Vec<String>,
+    /// Packed training set (overrides data.train).
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// Packed validation set (overrides data.val).
     #[arg(long)]
     pub val: Option<PathBuf>,
+    /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Loader threads (overrides data.threads; 0 = all cores).
     #[arg(long)]
     pub threads: Option<usize>,
 }

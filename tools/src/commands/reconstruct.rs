@@ -32,6 +32,7 @@ pub struct ReconstructArgs {
     /// Packed images (default: the recipe's data.val, else data.train).
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// Samples to draw.
     #[arg(long, default_value_t = 8)]
     pub count: usize,
     /// Seed of the masks.
@@ -40,6 +41,7 @@ pub struct ReconstructArgs {
     /// Output directory (default: <checkpoint dir>/reconstructions).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Also measure the PSNR of clue patches (model vs bicubic and nearest
