@@ -30,7 +30,7 @@ def fmt(values):
 
 
 def main(root):
-    seeds = sorted(glob.glob(os.path.join(root, "seed*")))
+    seeds = sorted(d for d in glob.glob(os.path.join(root, "seed*")) if os.path.isdir(d))
     arms = ["srmae", "mae", "scratch"]
     res_set = set()
     table = {}  # (arm, protocol, res) -> [top1]
@@ -61,12 +61,26 @@ def main(root):
         print("|---:|---:|---:|---:|")
         print(f"| {fmt([p['psnr_model'] for p in psnr])} | {fmt([p['psnr_bicubic'] for p in psnr])} | "
               f"{fmt([p['psnr_nearest'] for p in psnr])} | {psnr[0]['images']} |")
+    abl = sorted(d for d in glob.glob(os.path.join(root, "ablations", "*")) if os.path.isdir(d))
+    if abl:
+        print("\nAblations (SRMAE variants, one seed; top-1 %, test set):\n")
+        print("| variant | protocol | " + " | ".join(f"{r} px" for r in res) + " |")
+        print("|---|---|" + "---:|" * len(res))
+        base = [(os.path.basename(s) + " default", s, "srmae-ft-full", "srmae-lp") for s in seeds[:1]]
+        rows = base + [(os.path.basename(d), d, "ft", "lp") for d in abl]
+        for name, d, ft, lp in rows:
+            for proto, sub in (("fine-tune", ft), ("linear probe", lp)):
+                ev = load(os.path.join(d, sub, "eval.json"))
+                if not ev:
+                    continue
+                by = {r["res"]: r["top1"] for r in ev["results"]}
+                print(f"| {name} | {proto} | " + " | ".join(f"{by[r]:.2f}" if r in by else "—" for r in res) + " |")
     times = os.path.join(root, "times.jsonl")
     if os.path.exists(times):
         total = {}
         for line in open(times):
             t = json.loads(line)
-            key = t["run"].split("-", 1)[1] if "-" in t["run"] else t["run"]
+            key = t["run"].split("-", 1)[1] if t["run"].startswith("seed") else t["run"]
             total.setdefault(key, []).append(t["seconds"])
         print("\nWall time per run (s, mean over seeds):\n")
         print("| run | seconds |\n|---|---:|")
