@@ -23,17 +23,7 @@ use super::recipe::Recipe;
 #[allow(clippy::too_many_arguments)]
 pub fn write(model: &MimModel, recipe: &Recipe, ds: &Arc<PackedDataset>, norm: &Normalizer, dev: &Device, count: usize, seed: u64, dir: &Path) -> Result<usize> {
     let enc = recipe.encoder()?;
-    let cfg = LoaderConfig {
-        threads: 1,
-        seed,
-        channels: recipe.data.channels,
-        shuffle: Shuffle::Sequential,
-        drop_last: false,
-        augment: recipe.data.eval_augment,
-        patch: recipe.mask()?,
-        low_res: recipe.data.low_res,
-        ..LoaderConfig::pretrain(recipe.data.size, enc.patch, count.max(1))
-    };
+    let cfg = masked_eval_loader(recipe, seed, count.max(1))?;
     let Some(batch) = Loader::new(ds.clone(), cfg)?.next() else { return Ok(0) };
     let batch = batch?;
     let x = norm.srmae_inputs(&batch, enc.patch, dev)?;
@@ -50,6 +40,23 @@ pub fn write(model: &MimModel, recipe: &Recipe, ds: &Arc<PackedDataset>, norm: &
         save(&path, &sheet, batch.channels)?;
     }
     Ok(batch.len)
+}
+
+/// Evaluation images in order with the recipe's pretraining mask (seeded):
+/// what reconstructions and the SR quality measure run on.
+pub fn masked_eval_loader(recipe: &Recipe, seed: u64, batch: usize) -> Result<LoaderConfig> {
+    let enc = recipe.encoder()?;
+    Ok(LoaderConfig {
+        threads: recipe.data.threads,
+        seed,
+        channels: recipe.data.channels,
+        shuffle: Shuffle::Sequential,
+        drop_last: false,
+        augment: recipe.data.eval_augment,
+        patch: recipe.mask()?,
+        low_res: recipe.data.low_res,
+        ..LoaderConfig::pretrain(recipe.data.size, enc.patch, batch)
+    })
 }
 
 /// Normalised `[B, C, S, S]` -> u8 values.

@@ -12,7 +12,7 @@ use srmae_datasets::PackedDataset;
 use srmae_model::candle::Device;
 use srmae_model::patchify::unpatchify;
 use srmae_pipeline::transforms::{mask_value, srmae::area_clue};
-use srmae_pipeline::{Loader, LoaderConfig, Shuffle};
+use srmae_pipeline::Loader;
 
 use super::device::Normalizer;
 use super::mim::MimModel;
@@ -40,17 +40,7 @@ fn psnr(se: f64, n: u64) -> f64 {
 /// Measures on the first `count` images of `ds` (masks from `seed`).
 pub fn measure(model: &MimModel, recipe: &Recipe, ds: &Arc<PackedDataset>, norm: &Normalizer, dev: &Device, count: usize, seed: u64) -> Result<SrQuality> {
     let enc = recipe.encoder()?;
-    let cfg = LoaderConfig {
-        threads: recipe.data.threads,
-        seed,
-        channels: recipe.data.channels,
-        shuffle: Shuffle::Sequential,
-        drop_last: false,
-        augment: recipe.data.eval_augment,
-        patch: recipe.mask()?,
-        low_res: recipe.data.low_res,
-        ..LoaderConfig::pretrain(recipe.data.size, enc.patch, 100)
-    };
+    let cfg = super::reconstruct::masked_eval_loader(recipe, seed, 100)?;
     let (mut se_m, mut se_b, mut se_n, mut n, mut images) = (0f64, 0f64, 0f64, 0u64, 0usize);
     for batch in Loader::new(ds.clone(), cfg)? {
         let batch = batch?;
