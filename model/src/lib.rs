@@ -7,6 +7,7 @@
 //! this crate builds both from differentiable ops, and a test checks that
 //! every trainable variable receives a non-zero gradient.
 
+pub mod autocast;
 pub mod checkpoint;
 pub mod classifier;
 pub mod engine;

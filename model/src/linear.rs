@@ -3,7 +3,8 @@
 //! (`[B, out, in]`) for 3-D inputs, so its backward materialises one weight
 //! gradient per sample and then sums them: on a ViT step that was most of
 //! the backward pass. Here the weight gradient is a single `[in, B*N] x
-//! [B*N, out]` product.
+//! [B*N, out]` product. Under an autocast scope the product runs in BF16
+//! (`crate::autocast`); the bias is added in F32.
 
 use candle_core::{Module, Result, Tensor};
 
@@ -33,7 +34,7 @@ impl Module for Linear {
         let dims = x.dims().to_vec();
         let inp = *dims.last().unwrap_or(&0);
         let rows = x.elem_count() / inp.max(1);
-        let y = x.reshape((rows, inp))?.matmul(&self.weight.t()?)?;
+        let y = crate::autocast::matmul(&x.reshape((rows, inp))?, &self.weight.t()?)?;
         let y = match &self.bias {
             Some(b) => y.broadcast_add(b)?,
             None => y,

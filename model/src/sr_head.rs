@@ -80,11 +80,12 @@ impl SrHead {
         let f = self.proj.forward(tokens)?.reshape((n, self.features, r, r))?;
         let clue = clues.reshape((n, c, r, r))?;
         let flag = has_clue.reshape((n, 1, 1, 1))?.broadcast_as((n, 1, r, r))?.contiguous()?;
-        let mut x = self.conv_in.forward(&Tensor::cat(&[&f, &clue, &flag], 1)?)?;
+        let conv = crate::autocast::conv2d;
+        let mut x = conv(&self.conv_in, &Tensor::cat(&[&f, &clue, &flag], 1)?)?;
         for (c1, c2) in &self.res {
-            x = (&x + c2.forward(&c1.forward(&x)?.relu()?)?)?;
+            x = (&x + conv(c2, &conv(c1, &x)?.relu()?)?)?;
         }
-        let y = pixel_shuffle(&self.conv_out.forward(&x)?, s)?;
+        let y = pixel_shuffle(&conv(&self.conv_out, &x)?, s)?;
         let up = clue.upsample_nearest2d(r * s, r * s)?;
         let out = (y + up)?; // [n, C, p, p]
         out.permute((0, 2, 3, 1))?.reshape((b, l, r * s * r * s * c))

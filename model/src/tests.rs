@@ -153,6 +153,30 @@ fn every_trainable_variable_gets_a_gradient() {
     }
 }
 
+/// BF16 autocast (what CUDA training uses): the loss stays within BF16
+/// rounding of the F32 loss, and every F32 master weight still receives a
+/// non-zero F32 gradient through the casts.
+#[test]
+fn bf16_autocast_keeps_loss_and_gradients() {
+    let vm = VarMap::new();
+    let mut cfg = tiny_cfg(CluePlacement::Encoder, HeadConfig::Sr { features: 8, res_blocks: 2 });
+    cfg.mae.encoder.drop_path = 0.0;
+    let model = Srmae::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
+    let x = batch(4, 5);
+    let f32_loss: f32 = model.forward(&x, true).unwrap().loss.to_scalar().unwrap();
+    let _bf16 = crate::autocast::Autocast::enter(Some(DType::BF16));
+    let out = model.forward(&x, true).unwrap();
+    let bf16_loss: f32 = out.loss.to_scalar().unwrap();
+    assert_ne!(f32_loss, bf16_loss, "autocast did not change the products");
+    assert!((f32_loss - bf16_loss).abs() < 0.02 * f32_loss.abs(), "F32 {f32_loss} vs BF16 {bf16_loss}");
+    let grads = out.loss.backward().unwrap();
+    for (name, var) in vm.data().lock().unwrap().iter() {
+        let g = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("BF16: no gradient for {name}"));
+        assert_eq!(g.dtype(), DType::F32, "{name}");
+        assert!(g.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() > 0.0, "BF16: zero gradient for {name}");
+    }
+}
+
 #[test]
 fn srmae_overfits_one_batch() {
     let vm = VarMap::new();

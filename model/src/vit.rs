@@ -119,10 +119,11 @@ impl Module for Attention {
         let q = (qkv.get(0)?.contiguous()? * self.scale)?;
         let k = qkv.get(1)?.contiguous()?;
         let v = qkv.get(2)?.contiguous()?;
-        let attn = q.matmul(&k.t()?)?;
+        let attn = crate::autocast::matmul(&q, &k.t()?)?;
         // Differentiable softmax (softmax_last_dim has no backward).
         let attn = candle_nn::ops::softmax(&attn, D::Minus1)?;
-        let out = attn.matmul(&v)?.transpose(1, 2)?.reshape((b, n, d))?;
+        // Softmax above stays F32; both products follow the autocast scope.
+        let out = crate::autocast::matmul(&attn, &v)?.transpose(1, 2)?.reshape((b, n, d))?;
         self.proj.forward(&out)
     }
 }

@@ -72,9 +72,14 @@ struct FinetuneTask {
 }
 
 impl TrainTask for FinetuneTask {
-    fn loss(&self, batch: &Batch, dev: &Device) -> Result<Tensor> {
-        let logits = self.model.forward(&self.norm.patches(batch, self.model.encoder.cfg.patch, dev)?, true)?;
-        Ok(cross_entropy(&logits, &Normalizer::labels(batch, dev)?, self.smoothing)?)
+    /// Patches `[B, L, p*p*C]` and labels `[B]`.
+    type Input = (Tensor, Tensor);
+    fn upload(&self, batch: &Batch, dev: &Device) -> Result<(Tensor, Tensor)> {
+        Ok((self.norm.patches(batch, self.model.encoder.cfg.patch, dev)?, Normalizer::labels(batch, dev)?))
+    }
+    fn loss(&self, (patches, labels): &(Tensor, Tensor)) -> Result<Tensor> {
+        let logits = self.model.forward(patches, true)?;
+        Ok(cross_entropy(&logits, labels, self.smoothing)?)
     }
 
     fn evaluate(&self, _epoch: u64) -> Result<Option<serde_json::Value>> {

@@ -8,6 +8,7 @@ use candle_nn::{VarBuilder, VarMap};
 use clap::Args;
 use srmae_datasets::PackedDataset;
 use srmae_model::candle::{DType, Device, Tensor};
+use srmae_model::srmae::SrmaeInputs;
 use srmae_pipeline::{Batch, LoaderConfig, PatchConfig};
 
 use crate::train::device::Normalizer;
@@ -64,9 +65,12 @@ struct PretrainTask {
 }
 
 impl TrainTask for PretrainTask {
-    fn loss(&self, batch: &Batch, dev: &Device) -> Result<Tensor> {
-        let x = self.norm.srmae_inputs(batch, self.model.patch(), dev)?;
-        Ok(self.model.forward(&x, true)?.loss)
+    type Input = SrmaeInputs;
+    fn upload(&self, batch: &Batch, dev: &Device) -> Result<SrmaeInputs> {
+        self.norm.srmae_inputs(batch, self.model.patch(), dev)
+    }
+    fn loss(&self, x: &SrmaeInputs) -> Result<Tensor> {
+        Ok(self.model.forward(x, true)?.loss)
     }
 }
 

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
+use srmae_model::candle::DType;
 use srmae_model::classifier::Pool;
 use srmae_model::mae::MaeConfig;
 use srmae_model::sr_head::HeadConfig;
@@ -161,11 +162,37 @@ pub struct RunRecipe {
     pub eval_every: u64,
     /// A `metrics.jsonl` line every this many optimiser steps.
     pub log_every: u64,
+    /// Matmul precision of the training step: "f32", or "bf16" / "f16"
+    /// autocast (F32 master weights, moments, norms, softmax and losses;
+    /// `srmae_model::autocast`). Meant for GPUs; on the CPU it is slower.
+    #[serde(default)]
+    pub precision: Precision,
+}
+
+/// `run.precision`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    F32,
+    Bf16,
+    F16,
+}
+
+impl Precision {
+    /// The autocast dtype (None for F32).
+    pub fn dtype(self) -> Option<DType> {
+        match self {
+            Precision::F32 => None,
+            Precision::Bf16 => Some(DType::BF16),
+            Precision::F16 => Some(DType::F16),
+        }
+    }
 }
 
 impl Default for RunRecipe {
     fn default() -> RunRecipe {
-        RunRecipe { seed: 0, save_every: 1, eval_every: 1, log_every: 20 }
+        RunRecipe { seed: 0, save_every: 1, eval_every: 1, log_every: 20, precision: Precision::F32 }
     }
 }
 

@@ -6,6 +6,13 @@
 //! step, and the loader position; the schedule derives from the step and
 //! stochastic depth is seeded from (seed, step), so a resumed run computes
 //! the same updates as an uninterrupted one.
+//!
+//! Overlap: a thread per epoch pulls the loader's batches and uploads them
+//! (`TrainTask::upload`: host-to-device copy of u8 pixels, normalisation on
+//! the device), `DEVICE_PREFETCH` batches ahead of the step. The step thread
+//! only waits when neither the loader nor the upload kept up; that wait is
+//! the logged `data_wait_pct`. Mixed precision (`run.precision = "bf16"`)
+//! is an autocast scope around forward and backward on the step thread.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -14,6 +21,8 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use candle_nn::VarMap;
 use srmae_datasets::PackedDataset;
+use crossbeam::channel::{bounded, Receiver};
+use srmae_model::autocast::Autocast;
 use srmae_model::candle::{Device, Tensor, Var};
 use srmae_model::checkpoint::{self, CheckpointMeta};
 use srmae_model::engine::GradAccumulator;
@@ -43,10 +52,17 @@ pub fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
 }
 
+/// Uploaded batches kept ready ahead of the step (double buffering plus one).
+pub const DEVICE_PREFETCH: usize = 2;
+
 /// What differs between pretraining and fine-tuning.
-pub trait TrainTask {
-    /// The loss of one micro-batch (mean over its samples).
-    fn loss(&self, batch: &Batch, dev: &Device) -> Result<Tensor>;
+pub trait TrainTask: Sync {
+    /// One micro-batch on the device.
+    type Input: Send;
+    /// Host batch -> device tensors. Runs on the upload thread.
+    fn upload(&self, batch: &Batch, dev: &Device) -> Result<Self::Input>;
+    /// The loss of one micro-batch (mean over its samples). Runs on the step thread.
+    fn loss(&self, input: &Self::Input) -> Result<Tensor>;
     /// Called after each evaluated epoch; returns metrics to log.
     fn evaluate(&self, _epoch: u64) -> Result<Option<serde_json::Value>> {
         Ok(None)
@@ -106,7 +122,7 @@ impl<'a> Trainer<'a> {
     }
 
     /// Trains from optimiser step `start` to the end of the recipe.
-    pub fn run(&mut self, task: &dyn TrainTask, start: u64) -> Result<Ended> {
+    pub fn run<T: TrainTask>(&mut self, task: &T, start: u64) -> Result<Ended> {
         let o = &self.recipe.optim;
         let accum = o.accum_iter as u64;
         let batches = Loader::new(self.ds.clone(), self.loader.clone())?.num_batches();
@@ -130,61 +146,68 @@ impl<'a> Trainer<'a> {
         let mut acc = GradAccumulator::new();
         let (mut loss_sum, mut loss_n, mut images, mut wait_s, mut busy_s) = (0f64, 0u64, 0u64, 0f64, 0f64);
         let mut window = Instant::now();
+        let _autocast = Autocast::enter(self.recipe.run.precision.dtype());
         while step < total {
             let epoch = step / per_epoch;
             let pos = position(step, per_epoch, accum, fp);
-            let mut loader = Loader::resume(self.ds.clone(), LoaderConfig { epoch, ..self.loader.clone() }, pos)?;
+            let loader = Loader::resume(self.ds.clone(), LoaderConfig { epoch, ..self.loader.clone() }, pos)?;
             let mut epoch_loss = (0f64, 0u64);
-            while step / per_epoch == epoch && step < total {
-                let t_step = Instant::now();
-                let mut step_loss = 0f64;
-                for micro in 0..accum {
-                    let t_wait = Instant::now();
-                    let batch = loader
-                        .next()
-                        .context("the loader ended before the epoch's steps")?
-                        .with_context(|| format!("loading epoch {epoch}"))?;
-                    wait_s += t_wait.elapsed().as_secs_f64();
-                    images += batch.len as u64;
-                    seed_stochastic_depth(seed ^ (step << 8 | micro).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-                    let loss = task.loss(&batch, &self.dev)?;
-                    let value = loss.to_scalar::<f32>()? as f64;
-                    if !value.is_finite() {
-                        anyhow::bail!("loss is {value} at step {step} (epoch {epoch}); lower optim.blr or set optim.clip_grad");
+            let stopped = std::thread::scope(|scope| -> Result<Option<u64>> {
+                let uploads = spawn_uploader(scope, loader, task, &self.dev);
+                while step / per_epoch == epoch && step < total {
+                    let t_step = Instant::now();
+                    let mut step_loss = 0f64;
+                    for micro in 0..accum {
+                        let t_wait = Instant::now();
+                        let (input, n) = uploads
+                            .recv()
+                            .context("the loader ended before the epoch's steps")?
+                            .with_context(|| format!("loading epoch {epoch}"))?;
+                        wait_s += t_wait.elapsed().as_secs_f64();
+                        images += n as u64;
+                        seed_stochastic_depth(seed ^ (step << 8 | micro).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                        let loss = task.loss(&input)?;
+                        let value = loss.to_scalar::<f32>()? as f64;
+                        if !value.is_finite() {
+                            anyhow::bail!("loss is {value} at step {step} (epoch {epoch}); lower optim.blr or set optim.clip_grad");
+                        }
+                        step_loss += value / accum as f64;
+                        let grads = (loss / accum as f64)?.backward()?;
+                        acc.add(&grads, &self.vars)?;
                     }
-                    step_loss += value / accum as f64;
-                    let grads = (loss / accum as f64)?.backward()?;
-                    acc.add(&grads, &self.vars)?;
-                }
-                let lr = sched.lr_at(step as f64 / per_epoch as f64);
-                self.opt.lr = lr;
-                let norm = acc.apply(&mut self.opt, o.clip_grad)?;
-                step += 1;
-                busy_s += t_step.elapsed().as_secs_f64();
-                loss_sum += step_loss;
-                loss_n += 1;
-                epoch_loss = (epoch_loss.0 + step_loss, epoch_loss.1 + 1);
-                bar.set_position(step);
-                let wait_pct = 100.0 * wait_s / busy_s.max(1e-9);
-                let rate = images as f64 / window.elapsed().as_secs_f64().max(1e-9);
-                bar.set_message(format!("loss {:.4} lr {lr:.2e} {rate:.0} img/s data-wait {wait_pct:.1}%", loss_sum / loss_n as f64));
-                if step % self.recipe.run.log_every == 0 || step == total {
-                    let line = serde_json::json!({"step": step, "epoch": step as f64 / per_epoch as f64, "loss": loss_sum / loss_n as f64,
-                        "lr": lr, "grad_norm": norm, "images_per_s": rate, "data_wait_pct": wait_pct});
-                    if bar.is_hidden() {
-                        tracing::info!("{line}");
+                    let lr = sched.lr_at(step as f64 / per_epoch as f64);
+                    self.opt.lr = lr;
+                    let norm = acc.apply(&mut self.opt, o.clip_grad)?;
+                    step += 1;
+                    busy_s += t_step.elapsed().as_secs_f64();
+                    loss_sum += step_loss;
+                    loss_n += 1;
+                    epoch_loss = (epoch_loss.0 + step_loss, epoch_loss.1 + 1);
+                    bar.set_position(step);
+                    let wait_pct = 100.0 * wait_s / busy_s.max(1e-9);
+                    let rate = images as f64 / window.elapsed().as_secs_f64().max(1e-9);
+                    bar.set_message(format!("loss {:.4} lr {lr:.2e} {rate:.0} img/s data-wait {wait_pct:.1}%", loss_sum / loss_n as f64));
+                    if step % self.recipe.run.log_every == 0 || step == total {
+                        let line = serde_json::json!({"step": step, "epoch": step as f64 / per_epoch as f64, "loss": loss_sum / loss_n as f64,
+                            "lr": lr, "grad_norm": norm, "images_per_s": rate, "data_wait_pct": wait_pct});
+                        if bar.is_hidden() {
+                            tracing::info!("{line}");
+                        }
+                        self.run.log(line)?;
+                        (loss_sum, loss_n, images, wait_s, busy_s) = (0.0, 0, 0, 0.0, 0.0);
+                        window = Instant::now();
                     }
-                    self.run.log(line)?;
-                    (loss_sum, loss_n, images, wait_s, busy_s) = (0.0, 0, 0, 0.0, 0.0);
-                    window = Instant::now();
+                    if interrupted() || self.stop_after == Some(step) {
+                        return Ok(Some(step));
+                    }
                 }
-                if interrupted() || self.stop_after == Some(step) {
-                    self.save(step, position(step, per_epoch, accum, fp))?;
-                    bar.abandon_with_message(format!("stopped at step {step}; checkpoint written"));
-                    return Ok(Ended::Interrupted { step });
-                }
+                Ok(None)
+            })?;
+            if let Some(step) = stopped {
+                self.save(step, position(step, per_epoch, accum, fp))?;
+                bar.abandon_with_message(format!("stopped at step {step}; checkpoint written"));
+                return Ok(Ended::Interrupted { step });
             }
-            drop(loader);
             let done = epoch + 1;
             let mut line = serde_json::json!({"epoch_end": done, "train_loss": epoch_loss.0 / epoch_loss.1.max(1) as f64});
             if done % self.recipe.run.eval_every == 0 || done == o.epochs {
@@ -201,6 +224,34 @@ impl<'a> Trainer<'a> {
         bar.finish_and_clear();
         Ok(Ended::Finished)
     }
+}
+
+/// Device-ready micro-batches (or the error that ended the loader), with
+/// their sample counts.
+type Uploaded<I> = Result<(I, usize)>;
+
+/// Starts the upload thread of one epoch. It ends when the loader does, on
+/// the first error (passed on), or when the receiver is dropped.
+fn spawn_uploader<'scope, 'env, T: TrainTask>(
+    scope: &'scope std::thread::Scope<'scope, 'env>,
+    loader: Loader,
+    task: &'env T,
+    dev: &'env Device,
+) -> Receiver<Uploaded<T::Input>> {
+    let (tx, rx) = bounded::<Uploaded<T::Input>>(DEVICE_PREFETCH);
+    scope.spawn(move || {
+        for batch in loader {
+            let item = match batch {
+                Ok(b) => task.upload(&b, dev).map(|x| (x, b.len)),
+                Err(e) => Err(anyhow::Error::new(e)),
+            };
+            let failed = item.is_err();
+            if tx.send(item).is_err() || failed {
+                break;
+            }
+        }
+    });
+    rx
 }
 
 /// AdamW with the recipe's groups and betas.
