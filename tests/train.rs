@@ -82,6 +82,32 @@ fn pack_pretrain_resume_finetune_probe_eval_reconstruct_export() {
     let (hb, db) = safetensors_parts(&parts.join("checkpoint.safetensors"));
     assert_eq!(ha, hb, "checkpoint headers (names, shapes, offsets, step, loader state) differ");
     assert!(da == db, "the resumed run's weights or optimiser state differ from the uninterrupted run's");
+
+    // `launch` with one process is the same run, through the data-parallel
+    // path (SRMAE_* environment, rank sharding, gradient sync).
+    let launched = t.join("launched");
+    let mut a = vec!["launch", "--gpus", "1", "--", "pretrain", "--out", p(&launched), "--threads", "2"];
+    a.extend_from_slice(&data);
+    a.push(&val);
+    a.extend_from_slice(&TINY);
+    srmae(&a);
+    assert!(safetensors_parts(&launched.join("checkpoint.safetensors")).1 == da, "launch --gpus 1 differs from a plain run");
+    // Two processes need NCCL (and GPUs): a clear error naming the rank, no hang.
+    let two = Command::new(srmae_bin())
+        .args(["launch", "--gpus", "2", "--", "pretrain", "--out", p(&t.join("two")), "--data", p(&train), "--device", "cpu"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&two.stderr);
+    assert!(!two.status.success() && err.contains("without NCCL") && err.contains("rank"), "{err}");
+
+    // BF16 autocast trains (on the CPU here; on a GPU it is the fast path).
+    let bf16 = t.join("bf16");
+    pre(&bf16, &["--stop-after", "4", "--set", "run.precision=\"bf16\"", "--set", "run.log_every=2"]);
+    let m = std::fs::read_to_string(bf16.join("metrics.jsonl")).unwrap();
+    let losses: Vec<f64> = m.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?.get("loss")?.as_f64()).collect();
+    assert_eq!(losses.len(), 2, "{m}");
+    assert!(losses.iter().all(|l| l.is_finite()), "{m}");
+
     for f in ["recipe.toml", "metrics.jsonl", "reconstructions/sample-000000.png"] {
         assert!(full.join(f).is_file(), "{f} missing from the run directory");
     }

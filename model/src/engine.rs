@@ -7,6 +7,7 @@
 use candle_core::backprop::GradStore;
 use candle_core::{Result, Var};
 
+use crate::dist::GradSync;
 use crate::optim::AdamW;
 
 /// Sums the variables' gradients over micro-batches.
@@ -41,6 +42,12 @@ impl GradAccumulator {
         }
         self.micro_steps += 1;
         Ok(())
+    }
+
+    /// Averages the summed gradients over data-parallel ranks (call before
+    /// `apply`), together with `flags`; returns the averaged flags.
+    pub fn all_reduce(&mut self, sync: &GradSync, vars: &[Var], flags: &[f32]) -> Result<Vec<f32>> {
+        sync.average(self.grads.get_or_insert_with(GradStore::default), vars, flags)
     }
 
     /// Applies one AdamW update with the summed gradients, clipping their

@@ -82,13 +82,21 @@ impl AdamW {
 
     /// Global L2 norm of the gradients of all grouped variables.
     pub fn grad_norm(&self, grads: &GradStore) -> Result<f64> {
-        let mut sq = 0f64;
+        // Summed on the device; one read back (one GPU sync) per step.
+        let mut sq: Option<Tensor> = None;
         for v in self.groups.iter().flat_map(|g| &g.vars) {
             if let Some(g) = grads.get(v.as_tensor()) {
-                sq += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+                let s = g.sqr()?.sum_all()?;
+                sq = Some(match sq {
+                    Some(acc) => (acc + s)?,
+                    None => s,
+                });
             }
         }
-        Ok(sq.sqrt())
+        Ok(match sq {
+            Some(t) => (t.to_scalar::<f32>()? as f64).sqrt(),
+            None => 0.0,
+        })
     }
 
     /// One update. Gradients are multiplied by `grad_scale` first (for

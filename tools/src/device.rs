@@ -23,6 +23,15 @@ pub fn parse_device(name: &str) -> Result<Device> {
     Device::new_cuda(ordinal).map_err(|e| anyhow::anyhow!("device {name:?}: cannot open the GPU: {e}"))
 }
 
+/// The device of one data-parallel rank: plain `cuda` means GPU `rank`
+/// (one process per GPU on one machine); anything else is taken as given.
+pub fn parse_device_for_rank(name: &str, dist: &srmae_model::dist::DistEnv) -> Result<Device> {
+    if dist.world_size > 1 && name.trim().eq_ignore_ascii_case("cuda") {
+        return parse_device(&format!("cuda:{}", dist.rank));
+    }
+    parse_device(name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -53,6 +53,8 @@ enum Command {
     Export(commands::export::ExportArgs),
     /// Accuracy-vs-resolution chart of several eval.json files.
     Plot(commands::plot::PlotArgs),
+    /// Data-parallel pretraining or fine-tuning: one process per GPU (NCCL).
+    Launch(commands::launch::LaunchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -83,5 +85,6 @@ fn main() -> anyhow::Result<()> {
         Command::Reconstruct(a) => commands::reconstruct::run(a),
         Command::Export(a) => commands::export::run(a),
         Command::Plot(a) => commands::plot::run(a),
+        Command::Launch(a) => commands::launch::run(a),
     }
 }

@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use candle_nn::{VarBuilder, VarMap};
 use clap::Args;
 use srmae_datasets::PackedDataset;
+use srmae_model::dist::{DistEnv, GradSync};
 use srmae_model::candle::{DType, Device, Tensor};
 use srmae_model::classifier::{cross_entropy, VitClassifier};
 use srmae_pipeline::{Batch, LoaderConfig, PatchConfig};
@@ -139,7 +140,8 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
         bail!("pass --init CHECKPOINT (a pretraining run's checkpoint.safetensors), or --scratch for random initialisation");
     }
     let recipe = load_recipe(&a.recipe, &a.overrides, &a.data, &a.val, a.threads)?;
-    let dev = crate::device::parse_device(&a.device)?;
+    let dist = DistEnv::from_env()?;
+    let dev = crate::device::parse_device_for_rank(&a.device, &dist)?;
     let ds = Arc::new(PackedDataset::open(&recipe.data.train).with_context(|| format!("opening {}", recipe.data.train.display()))?);
     let classes = ds.classes().len();
     if classes < 2 {
@@ -147,7 +149,7 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
     }
     let resumed = a.out.join("checkpoint.safetensors");
     let enc = encoder_config(&recipe, if a.resume { Some(resumed.as_path()) } else { a.init.as_deref() })?;
-    let mut run = RunDir::open(&a.out, &recipe, a.resume)?;
+    let mut run = if dist.is_main() { RunDir::open(&a.out, &recipe, a.resume)? } else { RunDir::follower(&a.out) };
     let varmap = VarMap::new();
     let model = VitClassifier::new(&enc, classes, recipe.model.pool, VarBuilder::from_varmap(&varmap, DType::F32, &dev))?;
     srmae_model::init::seeded_init(&varmap, recipe.run.seed)?;
@@ -162,6 +164,8 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
         augment: recipe.data.augment,
         patch: PatchConfig::None,
         low_res: recipe.data.low_res,
+        rank: dist.rank as u64,
+        world: dist.world_size as u64,
         ..LoaderConfig::pretrain(recipe.data.size, enc.patch, recipe.optim.batch_size)
     };
     let val = match recipe.val() {
@@ -180,22 +184,28 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
     };
     let layer_decay = recipe.optim.layer_decay.map(|d| (d, enc.depth));
     let task = FinetuneTask { model, norm: Normalizer::new(&recipe.data.mean, &recipe.data.std, &dev)?, smoothing: recipe.optim.label_smoothing, val, dev: dev.clone() };
+    let sync = GradSync::new(&dist, &dev).context("joining the data-parallel job")?;
     let mut trainer = Trainer {
         recipe: &recipe,
         run: &mut run,
         varmap: &varmap,
         vars: varmap.all_vars(),
         opt: optimizer(&recipe, &varmap, layer_decay)?,
-        dev,
+        dev: dev.clone(),
         ds,
         loader,
         config_json: serde_json::to_string(&config)?,
         stop_after: a.stop_after,
         what: "finetune",
+        sync,
+        dist: dist.clone(),
     };
     let start = if a.resume { trainer.resume()? } else { 0 };
     install_interrupt_handler();
     let ended = trainer.run(&task, start)?;
+    if !dist.is_main() {
+        return Ok(()); // rank 0 writes the plots, reconstructions and summary
+    }
     plot::training_plots(&a.out)?;
     match ended {
         Ended::Finished => println!("fine-tuning done: {}", a.out.join("checkpoint.safetensors").display()),

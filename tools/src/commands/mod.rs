@@ -5,6 +5,7 @@ pub mod eval;
 pub mod export;
 pub mod finetune;
 pub mod inspect;
+pub mod launch;
 pub mod linprobe;
 pub mod pack;
 pub mod plot;

@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use candle_nn::{VarBuilder, VarMap};
 use clap::Args;
 use srmae_datasets::PackedDataset;
+use srmae_model::dist::{DistEnv, GradSync};
 use srmae_model::candle::{DType, Device, Tensor};
 use srmae_model::srmae::SrmaeInputs;
 use srmae_pipeline::{Batch, LoaderConfig, PatchConfig};
@@ -92,9 +93,10 @@ pub fn run(a: PretrainArgs) -> Result<()> {
             recipe.model.mask = Some(PatchConfig::MaeRandom { patch, mask_ratio: select_ratio });
         }
     }
-    let dev = crate::device::parse_device(&a.device)?;
+    let dist = DistEnv::from_env()?;
+    let dev = crate::device::parse_device_for_rank(&a.device, &dist)?;
     let ds = Arc::new(PackedDataset::open(&recipe.data.train).with_context(|| format!("opening {}", recipe.data.train.display()))?);
-    let mut run = RunDir::open(&a.out, &recipe, a.resume)?;
+    let mut run = if dist.is_main() { RunDir::open(&a.out, &recipe, a.resume)? } else { RunDir::follower(&a.out) };
     let varmap = VarMap::new();
     let model = MimModel::new(&recipe, VarBuilder::from_varmap(&varmap, DType::F32, &dev))?;
     srmae_model::init::seeded_init(&varmap, recipe.run.seed)?;
@@ -106,10 +108,13 @@ pub fn run(a: PretrainArgs) -> Result<()> {
         augment: recipe.data.augment,
         patch: recipe.mask()?,
         low_res: recipe.data.low_res,
+        rank: dist.rank as u64,
+        world: dist.world_size as u64,
         ..LoaderConfig::pretrain(recipe.data.size, enc.patch, recipe.optim.batch_size)
     };
     let config = CheckpointConfig { task: "pretrain".into(), recipe: recipe.to_toml(), classes: None, encoder: Some(enc), class_names: vec![] };
     let task = PretrainTask { model, norm: Normalizer::new(&recipe.data.mean, &recipe.data.std, &dev)? };
+    let sync = GradSync::new(&dist, &dev).context("joining the data-parallel job")?;
     let mut trainer = Trainer {
         recipe: &recipe,
         run: &mut run,
@@ -122,6 +127,8 @@ pub fn run(a: PretrainArgs) -> Result<()> {
         config_json: serde_json::to_string(&config)?,
         stop_after: a.stop_after,
         what: "pretrain",
+        sync,
+        dist: dist.clone(),
     };
     let start = if a.resume { trainer.resume()? } else { 0 };
     tracing::info!(
@@ -136,6 +143,9 @@ pub fn run(a: PretrainArgs) -> Result<()> {
     );
     install_interrupt_handler();
     let ended = trainer.run(&task, start)?;
+    if !dist.is_main() {
+        return Ok(()); // rank 0 writes the plots, reconstructions and summary
+    }
     plot::training_plots(&a.out)?;
     if ended == Ended::Finished {
         let data = recipe.val().unwrap_or(recipe.data.train.as_path());

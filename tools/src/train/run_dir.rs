@@ -41,7 +41,8 @@ impl CheckpointConfig {
 
 pub struct RunDir {
     pub dir: PathBuf,
-    metrics: File,
+    /// None for a data-parallel rank other than 0, which writes nothing.
+    metrics: Option<File>,
 }
 
 impl RunDir {
@@ -66,7 +67,14 @@ impl RunDir {
             .truncate(!resume)
             .open(dir.join("metrics.jsonl"))
             .with_context(|| format!("opening {}/metrics.jsonl", dir.display()))?;
-        Ok(RunDir { dir: dir.to_path_buf(), metrics })
+        Ok(RunDir { dir: dir.to_path_buf(), metrics: Some(metrics) })
+    }
+
+    /// The run directory as seen by data-parallel ranks other than 0: they
+    /// read its checkpoint on `--resume` and write nothing (rank 0 logs and
+    /// checkpoints for all).
+    pub fn follower(dir: &Path) -> RunDir {
+        RunDir { dir: dir.to_path_buf(), metrics: None }
     }
 
     pub fn checkpoint(&self) -> PathBuf {
@@ -75,8 +83,9 @@ impl RunDir {
 
     /// Appends one line to `metrics.jsonl`.
     pub fn log(&mut self, v: serde_json::Value) -> Result<()> {
-        writeln!(self.metrics, "{v}").context("writing metrics.jsonl")?;
-        self.metrics.flush().context("writing metrics.jsonl")
+        let Some(m) = self.metrics.as_mut() else { return Ok(()) };
+        writeln!(m, "{v}").context("writing metrics.jsonl")?;
+        m.flush().context("writing metrics.jsonl")
     }
 }
 

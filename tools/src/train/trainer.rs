@@ -25,6 +25,7 @@ use crossbeam::channel::{bounded, Receiver};
 use srmae_model::autocast::Autocast;
 use srmae_model::candle::{Device, Tensor, Var};
 use srmae_model::checkpoint::{self, CheckpointMeta};
+use srmae_model::dist::{DistEnv, GradSync};
 use srmae_model::engine::GradAccumulator;
 use srmae_model::optim::AdamW;
 use srmae_model::schedule::CosineSchedule;
@@ -84,6 +85,10 @@ pub struct Trainer<'a> {
     pub stop_after: Option<u64>,
     /// The name on the progress bar.
     pub what: &'static str,
+    /// This process's rank (rank 0 logs, evaluates and checkpoints).
+    pub dist: DistEnv,
+    /// Gradient averaging across ranks (`GradSync::Local` for one process).
+    pub sync: GradSync,
 }
 
 /// How a training run ended.
@@ -104,14 +109,24 @@ impl<'a> Trainer<'a> {
         let path = self.run.checkpoint();
         let meta = checkpoint::load(&path, self.varmap, Some(&mut self.opt), &self.dev)?;
         let state: LoaderState = serde_json::from_str(&meta.loader_state).with_context(|| format!("{}: loader state", path.display()))?;
-        if state.fingerprint != self.loader.fingerprint() {
+        if state.fingerprint != self.shared_fingerprint() {
             anyhow::bail!("{}: the loader configuration differs from the checkpoint's (was the recipe changed?)", path.display());
         }
         tracing::info!("resuming {} at step {} (epoch {}, batch {})", path.display(), meta.step, state.epoch, state.next_batch);
         Ok(meta.step)
     }
 
+    /// The loader fingerprint stored in checkpoints: rank 0's, so that every
+    /// rank of a data-parallel job can check a checkpoint against its recipe.
+    fn shared_fingerprint(&self) -> u64 {
+        LoaderConfig { rank: 0, ..self.loader.clone() }.fingerprint()
+    }
+
     fn save(&self, step: u64, state: LoaderState) -> Result<()> {
+        if !self.dist.is_main() {
+            return Ok(());
+        }
+        let state = LoaderState { fingerprint: self.shared_fingerprint(), ..state };
         let meta = CheckpointMeta {
             step,
             config: self.config_json.clone(),
@@ -137,10 +152,15 @@ impl<'a> Trainer<'a> {
             );
         }
         let total = per_epoch * o.epochs;
-        let sched = CosineSchedule { lr: self.recipe.lr(), min_lr: o.min_lr, warmup_epochs: o.warmup_epochs, epochs: o.epochs as f64 };
+        // The effective batch spans all ranks: lr = blr x batch x accum x world / 256.
+        let world = self.sync.world_size();
+        let sched = CosineSchedule { lr: self.recipe.lr() * world as f64, min_lr: o.min_lr, warmup_epochs: o.warmup_epochs, epochs: o.epochs as f64 };
         let fp = self.loader.fingerprint();
         let seed = self.recipe.run.seed;
         let bar = items_bar(total, self.what);
+        if !self.dist.is_main() {
+            bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        }
         bar.set_position(start);
         let mut step = start;
         let mut acc = GradAccumulator::new();
@@ -175,6 +195,9 @@ impl<'a> Trainer<'a> {
                         let grads = (loss / accum as f64)?.backward()?;
                         acc.add(&grads, &self.vars)?;
                     }
+                    // One all-reduce: the gradients, and whether any rank was interrupted.
+                    let flags = acc.all_reduce(&self.sync, &self.vars, &[if interrupted() { 1.0 } else { 0.0 }])?;
+                    let stop_everywhere = flags[0] > 0.0;
                     let lr = sched.lr_at(step as f64 / per_epoch as f64);
                     self.opt.lr = lr;
                     let norm = acc.apply(&mut self.opt, o.clip_grad)?;
@@ -197,7 +220,7 @@ impl<'a> Trainer<'a> {
                         (loss_sum, loss_n, images, wait_s, busy_s) = (0.0, 0, 0, 0.0, 0.0);
                         window = Instant::now();
                     }
-                    if interrupted() || self.stop_after == Some(step) {
+                    if stop_everywhere || self.stop_after == Some(step) {
                         return Ok(Some(step));
                     }
                 }
@@ -210,7 +233,7 @@ impl<'a> Trainer<'a> {
             }
             let done = epoch + 1;
             let mut line = serde_json::json!({"epoch_end": done, "train_loss": epoch_loss.0 / epoch_loss.1.max(1) as f64});
-            if done % self.recipe.run.eval_every == 0 || done == o.epochs {
+            if self.dist.is_main() && (done % self.recipe.run.eval_every == 0 || done == o.epochs) {
                 if let Some(eval) = task.evaluate(done)? {
                     line["eval"] = eval;
                 }
