@@ -1,14 +1,22 @@
 #!/usr/bin/env python3
 """PyTorch eager counterpart of `srmae bench step`: one SRMAE training step
-(forward + backward + AdamW) of the same model on the same synthetic batch
-shapes, CPU, same thread count. Prints one JSON line.
+(forward + backward + gradient norm + AdamW) of the same model on the same
+synthetic batch shapes, same device, same thread count. Prints one JSON line.
 
     python3 model/reference/bench_step.py --batch 16 --steps 5 --threads 2
+    python3 model/reference/bench_step.py --model base --device cuda --bf16 --batch 256
 
-Model (as srmae-model's SrmaeConfig::from_mae(MaeConfig::tiny_16(), 32)):
-ViT-Ti/16 encoder (192 dim, 12 blocks, 3 heads) over cls + 49 visible + 147
-clue tokens, decoder 256 dim x 4 blocks x 8 heads over 197 tokens, SR head
-with 32 features, 2 residual blocks, pixel shuffle x4, global residual.
+Models (as srmae-model's SrmaeConfig):
+- tiny: from_mae(MaeConfig::tiny_16(), 32): ViT-Ti/16 encoder (192 dim, 12
+  blocks, 3 heads) over cls + 49 visible + 147 clue tokens, decoder 256 dim x
+  4 blocks x 8 heads over 197 tokens, SR head with 32 features.
+- base: SrmaeConfig::base_16(): ViT-B/16 (768, 12, 12), decoder 512 x 8 x 16,
+  SR head with 64 features.
+Both: 2 residual blocks, pixel shuffle x4, global residual over the clue.
+
+With timm installed, the transformer blocks are timm's `Block` (which uses
+fused scaled-dot-product attention); otherwise the equivalent block below.
+`--bf16` is torch.autocast(bfloat16) around forward and loss, as MAE's AMP.
 """
 import argparse
 import json
@@ -36,6 +44,20 @@ class Block(nn.Module):
         return x + self.fc2(F.gelu(self.fc1(self.norm2(x))))
 
 
+def make_block(dim, heads):
+    try:
+        from timm.models.vision_transformer import Block as TimmBlock
+        return TimmBlock(dim, heads, mlp_ratio=4.0, qkv_bias=True, norm_layer=lambda d: nn.LayerNorm(d, eps=1e-6))
+    except ImportError:
+        return Block(dim, heads)
+
+
+MODELS = {
+    "tiny": dict(d=192, depth=12, heads=3, dd=256, ddepth=4, dheads=8, feat=32),
+    "base": dict(d=768, depth=12, heads=12, dd=512, ddepth=8, dheads=16, feat=64),
+}
+
+
 class Srmae(nn.Module):
     def __init__(self, d=192, depth=12, heads=3, dd=256, ddepth=4, dheads=8, feat=32, L=196, p=16, r=4):
         super().__init__()
@@ -43,13 +65,13 @@ class Srmae(nn.Module):
         self.clue_embed = nn.Linear(3 * r * r, d)
         self.cls = nn.Parameter(torch.zeros(1, 1, d))
         self.lowres = nn.Parameter(torch.zeros(1, 1, d))
-        self.pos = torch.randn(1, L + 1, d) * 0.02
-        self.blocks = nn.ModuleList([Block(d, heads) for _ in range(depth)])
+        self.register_buffer("pos", torch.randn(1, L + 1, d) * 0.02)
+        self.blocks = nn.ModuleList([make_block(d, heads) for _ in range(depth)])
         self.norm = nn.LayerNorm(d, eps=1e-6)
         self.dec_embed = nn.Linear(d, dd)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dd))
-        self.dpos = torch.randn(1, L + 1, dd) * 0.02
-        self.dblocks = nn.ModuleList([Block(dd, dheads) for _ in range(ddepth)])
+        self.register_buffer("dpos", torch.randn(1, L + 1, dd) * 0.02)
+        self.dblocks = nn.ModuleList([make_block(dd, dheads) for _ in range(ddepth)])
         self.dnorm = nn.LayerNorm(dd, eps=1e-6)
         self.proj = nn.Linear(dd, feat * r * r)
         self.conv_in = nn.Conv2d(feat + 4, feat, 3, padding=1)
@@ -91,29 +113,45 @@ def main():
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--model", choices=sorted(MODELS), default="tiny")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--bf16", action="store_true", help="torch.autocast(bfloat16)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    dev = torch.device(a.device)
     b, L, kv, kc = a.batch, 196, 49, 147
     ids = torch.stack([(torch.arange(L) * 7 + i * 13) % L for i in range(b)])
     visible, clue_ids, restore = ids[:, :kv], ids[:, kv:], torch.argsort(ids, 1)
     patches, clue_px = torch.randn(b, L, 768), torch.randn(b, kc, 48)
     clue_full = torch.zeros(b, L, 48).scatter(1, clue_ids.unsqueeze(-1).expand(-1, -1, 48), clue_px)
     has_clue = torch.zeros(b, L).scatter(1, clue_ids, 1.0)
-    model = Srmae()
+    inputs = [t.to(dev) for t in (patches, visible, clue_ids, clue_px, restore, clue_full, has_clue, has_clue)]
+    model = Srmae(**MODELS[a.model]).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.05)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     times = []
     for s in range(a.steps + 2):
         t = time.perf_counter()
-        loss = model(patches, visible, clue_ids, clue_px, restore, clue_full, has_clue, has_clue)
-        opt.zero_grad()
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.bf16):
+            loss = model(*inputs)
+        opt.zero_grad(set_to_none=True)
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf"))
         opt.step()
+        sync()
         if s >= 2:
             times.append(time.perf_counter() - t)
     times.sort()
     med = times[len(times) // 2]
-    print(json.dumps({"impl": "pytorch-eager", "torch": torch.__version__, "batch": b, "threads": a.threads,
-                      "median_step_s": med, "images_per_s": b / med}))
+    mem = torch.cuda.max_memory_allocated() / 2**30 if dev.type == "cuda" else None
+    try:
+        import timm  # noqa: F401
+        blocks = "timm"
+    except ImportError:
+        blocks = "local"
+    print(json.dumps({"impl": "pytorch-eager", "torch": torch.__version__, "blocks": blocks, "model": a.model,
+                      "device": a.device, "precision": "bf16" if a.bf16 else "f32", "batch": b, "threads": a.threads,
+                      "median_step_s": med, "images_per_s": b / med, "gpu_mem_gib": mem}))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ use std::sync::Arc;
 #[command(after_help = "\
 Examples:
   srmae bench read data/fmnist-train
+  srmae bench step --batch 16
+  srmae bench step --model base --device cuda --precision bf16 --batch 256 --fit
   srmae bench read data/photos --threads 1 --limit 2000
   srmae bench loader data/photos --threads 2 --batch 64 --size 224 --mode srmae
   srmae bench synth /tmp/synth-1m --records 1000000 && srmae bench loader /tmp/synth-1m --size 28 --patch 4 --channels 1
@@ -49,14 +51,9 @@ enum LoaderMode {
 #[derive(Subcommand, Debug)]
 enum BenchWhat {
     /// Time SRMAE training steps (forward + backward + AdamW) on synthetic
-    /// batches, ViT-Tiny/16 encoder at 224 (compare: model/reference/bench_step.py).
-    Step {
-        #[arg(long, default_value_t = 16)]
-        batch: usize,
-        /// Timed steps (after 2 warm-up steps).
-        #[arg(long, default_value_t = 5)]
-        steps: usize,
-    },
+    /// batches at 224, ViT-Ti/16 or ViT-B/16, CPU or GPU, F32 or BF16
+    /// (compare: model/reference/bench_step.py).
+    Step(super::bench_step::StepArgs),
     /// Pack a synthetic raw dataset (for memory and scale checks of the loader).
     Synth {
         /// Output directory.
@@ -121,7 +118,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     match a.what {
         BenchWhat::Read { dir, threads, limit } => bench_read(dir, threads, limit),
         BenchWhat::Synth { out, records, size } => synth(out, records, size),
-        BenchWhat::Step { batch, steps } => bench_step(batch, steps),
+        BenchWhat::Step(a) => super::bench_step::run(a),
         BenchWhat::Loader {
             dir,
             threads,
@@ -159,54 +156,6 @@ pub fn run(a: BenchArgs) -> Result<()> {
             bench_loader(dir, cfg, batches, warmup, &format!("{mode:?}").to_lowercase(), json)
         }
     }
-}
-
-fn bench_step(b: usize, steps: usize) -> Result<()> {
-    use srmae_model::candle::{DType, Device, Tensor};
-    use srmae_model::mae::MaeConfig;
-    use srmae_model::optim::{param_groups, AdamW};
-    use srmae_model::srmae::{inputs_from_host, Srmae, SrmaeConfig};
-    let dev = Device::Cpu;
-    let cfg = SrmaeConfig::from_mae(MaeConfig::tiny_16(), 32);
-    let vm = candle_nn::VarMap::new();
-    let model = Srmae::new(&cfg, candle_nn::VarBuilder::from_varmap(&vm, DType::F32, &dev))?;
-    let mut opt = AdamW::new(param_groups(&vm, 0.05, None), 1e-4)?;
-    let (l, kv, kc) = (196usize, 49usize, 147usize);
-    // A fixed SRMAE split (49 visible, 147 clues of 3x4x4), shifted per sample.
-    let mut visible = Vec::new();
-    let mut clues = Vec::new();
-    let mut restore = vec![0u32; b * l];
-    let mut mask = vec![0u8; b * l];
-    for i in 0..b {
-        let ids: Vec<u32> = (0..l as u32).map(|k| (k * 7 + i as u32 * 13) % l as u32).collect();
-        for (pos, &id) in ids.iter().enumerate() {
-            restore[i * l + id as usize] = pos as u32;
-            mask[i * l + id as usize] = if pos < kv { 0 } else { 2 };
-        }
-        visible.extend_from_slice(&ids[..kv]);
-        clues.extend_from_slice(&ids[kv..]);
-    }
-    let patches = Tensor::randn(0f32, 1f32, (b, l, 768), &dev)?;
-    let clue_px = Tensor::randn(0f32, 1f32, (b, kc, 48), &dev)?;
-    let x = inputs_from_host(patches, &visible, &clues, clue_px, &restore, &mask, b, &dev)?;
-    let mut times = Vec::new();
-    for s in 0..steps + 2 {
-        let t = Instant::now();
-        let out = model.forward(&x, true)?;
-        let grads = out.loss.backward()?;
-        opt.step(&grads, 1.0)?;
-        if s >= 2 {
-            times.push(t.elapsed().as_secs_f64());
-        }
-    }
-    times.sort_by(f64::total_cmp);
-    let median = times[times.len() / 2];
-    println!(
-        "{}",
-        serde_json::json!({"impl": "srmae-candle", "model": "srmae vit_tiny_16 dec256x4 sr-head32", "batch": b,
-            "threads": rayon::current_num_threads(), "median_step_s": median, "images_per_s": b as f64 / median})
-    );
-    Ok(())
 }
 
 /// Grey images with a per-record gradient and noise, 10 classes.
