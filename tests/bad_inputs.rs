@@ -191,3 +191,114 @@ fn header_index_and_truncation_damage_is_detected_on_open() {
     std::fs::write(&shard, b"").unwrap();
     assert!(Shard::open(&shard).is_err());
 }
+
+/// Colour spaces and bit depths other than 8-bit RGB pack to the pixels one
+/// expects (alpha dropped, grey replicated, 16 bits rounded to 8), never to
+/// shifted channels or garbage. One image per class, so record i is class i.
+#[test]
+fn colour_spaces_and_bit_depths_pack_to_the_expected_pixels() {
+    use image::{ImageBuffer, Luma, LumaA, Rgb, Rgba};
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let (w, h) = (7u32, 5u32);
+    let rgb = |x: u32, y: u32| [(x * 30) as u8, (y * 50) as u8, ((x + y) * 20) as u8];
+    let grey = |x: u32, y: u32| (x * 31 + y * 7) as u8;
+    let grey16 = |x: u32, y: u32| (x * 9000 + y * 1000) as u16;
+    // (class, expected RGB of pixel (x, y))
+    type Expect = Box<dyn Fn(u32, u32) -> [u8; 3]>;
+    let mut cases: Vec<(&str, Expect)> = Vec::new();
+    let save = |class: &str, name: &str, f: &dyn Fn(&Path)| {
+        let d = src.join(class);
+        std::fs::create_dir_all(&d).unwrap();
+        f(&d.join(name));
+    };
+    save("a_rgb8_png", "i.png", &|p| ImageBuffer::from_fn(w, h, |x, y| Rgb(rgb(x, y))).save(p).unwrap());
+    cases.push(("a_rgb8_png", Box::new(rgb)));
+    save("b_rgba8_png", "i.png", &|p| {
+        ImageBuffer::from_fn(w, h, |x, y| {
+            let [r, g, b] = rgb(x, y);
+            Rgba([r, g, b, (x * 40) as u8])
+        })
+        .save(p)
+        .unwrap()
+    });
+    cases.push(("b_rgba8_png", Box::new(rgb)));
+    save("c_grey_alpha_png", "i.png", &|p| ImageBuffer::from_fn(w, h, |x, y| LumaA([grey(x, y), 7])).save(p).unwrap());
+    cases.push(("c_grey_alpha_png", Box::new(move |x, y| [grey(x, y); 3])));
+    save("d_grey16_png", "i.png", &|p| ImageBuffer::from_fn(w, h, |x, y| Luma([grey16(x, y)])).save(p).unwrap());
+    cases.push(("d_grey16_png", Box::new(move |x, y| [(grey16(x, y) as f32 / 257.0).round() as u8; 3])));
+    save("e_rgb16_png", "i.png", &|p| {
+        ImageBuffer::from_fn(w, h, |x, y| Rgb(rgb(x, y).map(|v| v as u16 * 257))).save(p).unwrap()
+    });
+    cases.push(("e_rgb16_png", Box::new(rgb)));
+    save("f_bmp", "i.bmp", &|p| ImageBuffer::from_fn(w, h, |x, y| Rgb(rgb(x, y))).save(p).unwrap());
+    cases.push(("f_bmp", Box::new(rgb)));
+    save("g_tiff", "i.tiff", &|p| ImageBuffer::from_fn(w, h, |x, y| Rgb(rgb(x, y))).save(p).unwrap());
+    cases.push(("g_tiff", Box::new(rgb)));
+    save("h_webp_lossless", "i.webp", &|p| ImageBuffer::from_fn(w, h, |x, y| Rgb(rgb(x, y))).save(p).unwrap());
+    cases.push(("h_webp_lossless", Box::new(rgb)));
+    // GIF is not among torchvision's image extensions: ignored, as there,
+    // and its class stays (empty) so that class indices match torchvision's.
+    save("z_gif", "i.gif", &|p| ImageBuffer::from_fn(w, h, |x, y| Rgba([x as u8, y as u8, 0, 255])).save(p).unwrap());
+
+    let source = ImageFolder::open(&src).unwrap();
+    assert_eq!((source.ignored, source.empty_classes.clone()), (1, vec!["z_gif".to_string()]));
+    let info = SourceInfo { kind: "folder".into(), path: src.display().to_string() };
+    let opts = PackOptions { encoding: Encoding::Raw, ..PackOptions::default() };
+    let out = tmp.path().join("out");
+    let r = pack(&source, info, "train", &out, &opts, &|_| {}).unwrap();
+    assert!(r.rejects.is_empty(), "{:#?}", r.rejects);
+    let ds = PackedDataset::open(&out).unwrap();
+    assert_eq!(ds.len() as usize, cases.len());
+    for (i, (class, expect)) in cases.iter().enumerate() {
+        assert_eq!(ds.classes()[i], *class);
+        let img = ds.decode(i as u64).unwrap();
+        assert_eq!((img.width, img.height), (w, h), "{class}");
+        let c = img.channels as usize;
+        for y in 0..h {
+            for x in 0..w {
+                let at = (y * w + x) as usize * c;
+                let got: Vec<u8> = if c == 1 { vec![img.pixels[at]; 3] } else { img.pixels[at..at + 3].to_vec() };
+                let want = expect(x, y);
+                for k in 0..3 {
+                    assert!((got[k] as i32 - want[k] as i32).abs() <= 1, "{class} ({x},{y}): got {got:?}, want {want:?}");
+                }
+            }
+        }
+    }
+}
+
+/// A CMYK JPEG (Adobe, inverted, as Photoshop and PIL write it) and a
+/// greyscale JPEG pack to their colours; JPEG encoding keeps grey as grey
+/// bytes and re-encodes CMYK (`tests/fixtures`, made with PIL: left half
+/// RGB (220, 30, 30), right half (30, 30, 220)).
+#[test]
+fn cmyk_and_grey_jpegs_pack_to_their_colours() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+    for (class, file) in [("a_cmyk", "cmyk.jpg"), ("b_grey", "grey.jpg")] {
+        std::fs::create_dir_all(src.join(class)).unwrap();
+        std::fs::copy(fixtures.join(file), src.join(class).join(file)).unwrap();
+    }
+    let source = ImageFolder::open(&src).unwrap();
+    let info = SourceInfo { kind: "folder".into(), path: src.display().to_string() };
+    for encoding in [Encoding::Jpeg, Encoding::Raw] {
+        let out = tmp.path().join(format!("out-{encoding:?}"));
+        let r = pack(&source, info.clone(), "train", &out, &PackOptions { encoding, ..PackOptions::default() }, &|_| {}).unwrap();
+        assert!(r.rejects.is_empty(), "{:#?}", r.rejects);
+        let ds = PackedDataset::open(&out).unwrap();
+        let rgb_at = |i: u64, x: usize, y: usize| -> [i32; 3] {
+            let img = ds.decode(i).unwrap();
+            let c = img.channels as usize;
+            let at = (y * img.width as usize + x) * c;
+            if c == 1 { [img.pixels[at] as i32; 3] } else { [0, 1, 2].map(|k| img.pixels[at + k] as i32) }
+        };
+        let close = |got: [i32; 3], want: [i32; 3]| got.iter().zip(want).all(|(g, w)| (g - w).abs() <= 16);
+        let (left, right) = (rgb_at(0, 2, 4), rgb_at(0, 13, 4));
+        assert!(close(left, [220, 30, 30]) && close(right, [30, 30, 220]), "{encoding:?} CMYK: {left:?} {right:?}");
+        // Grey: BT.601 luma of the two colours.
+        let (gl, gr) = (rgb_at(1, 2, 4), rgb_at(1, 13, 4));
+        assert!(close(gl, [86; 3]) && close(gr, [46; 3]), "{encoding:?} grey: {gl:?} {gr:?}");
+    }
+}
