@@ -57,11 +57,29 @@ pub fn payload<'a>(rec: &RecordRef<'a>, buf: &'a mut Vec<u8>) -> Result<&'a [u8]
 
 /// Decodes a record to pixels, checking geometry against its index entry.
 /// JPEGs are converted to grey or RGB as the entry's channel count says.
+///
+/// The geometry is checked here too, not only by the shard reader's index
+/// validation: a `RecordRef` built by hand (its fields are public) must not
+/// yield a pixel buffer of another size than its entry declares.
 pub fn decode_record(rec: &RecordRef<'_>) -> Result<DecodedImage> {
+    let e = rec.entry;
+    if e.width == 0 || e.height == 0 || !matches!(e.channels, 1 | 3) {
+        return Err(rec.error(format!("bad geometry {}x{}x{}", e.width, e.height, e.channels)));
+    }
+    let Some(encoding) = Encoding::from_code(e.encoding) else {
+        return Err(rec.error(format!("unknown encoding code {}", e.encoding)));
+    };
     let mut buf = Vec::new();
     let bytes = payload(rec, &mut buf)?;
-    let e = rec.entry;
-    match rec.encoding() {
+    match encoding {
+        Encoding::Raw if bytes.len() as u64 != e.width as u64 * e.height as u64 * e.channels as u64 => Err(rec.error(format!(
+            "raw {}x{}x{} needs {} bytes, the record holds {}",
+            e.width,
+            e.height,
+            e.channels,
+            e.width as u64 * e.height as u64 * e.channels as u64,
+            bytes.len()
+        ))),
         Encoding::Raw => Ok(DecodedImage {
             width: e.width,
             height: e.height,
