@@ -77,6 +77,25 @@ def main():
     t = (target - mean) / (var + 1.0e-6) ** 0.5
     loss = (((pred - t) ** 2).mean(dim=-1) * mask).sum() / mask.sum()
     print("loss", float(loss))
+    print("== patchify: MAE's einsum, imgs = arange(2*3*4*4).reshape(2, 3, 4, 4), p = 2; x[1, 2]")
+    imgs = torch.arange(2 * 3 * 4 * 4.0).reshape(2, 3, 4, 4)
+    h = w = 2
+    xp = imgs.reshape(2, 3, h, 2, w, 2)
+    xp = torch.einsum("nchpwq->nhwpqc", xp).reshape(2, h * w, 2 * 2 * 3)
+    print(xp[1, 2].tolist())
+    print("== masking: MAE's random_masking + decoder unshuffle; x = arange(2*6*2).reshape(2, 6, 2), keep 2")
+    x = torch.arange(2 * 6 * 2.0).reshape(2, 6, 2)
+    noise = torch.tensor([[0.5, 0.1, 0.9, 0.3, 0.7, 0.2], [0.05, 0.6, 0.4, 0.8, 0.3, 0.95]])
+    ids_shuffle = torch.argsort(noise, dim=1)
+    ids_restore = torch.argsort(ids_shuffle, dim=1)
+    ids_keep = ids_shuffle[:, :2]
+    x_masked = torch.gather(x, 1, ids_keep.unsqueeze(-1).repeat(1, 1, 2))
+    mask_tokens = torch.full((2, 4, 2), -1.0)
+    x_ = torch.cat([x_masked, mask_tokens], dim=1)
+    x_ = torch.gather(x_, 1, ids_restore.unsqueeze(-1).repeat(1, 1, 2))
+    print("ids_keep", ids_keep.tolist(), "ids_restore", ids_restore.tolist())
+    print("x_masked", x_masked.tolist())
+    print("unshuffled", x_.tolist())
 
 
 if __name__ == "__main__":

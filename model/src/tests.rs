@@ -294,3 +294,36 @@ fn classifiers_get_gradients_and_learn() {
     let pred = probe.forward(&feats, false).unwrap().argmax(1).unwrap().to_vec1::<u32>().unwrap();
     assert_eq!(pred, (0..8u32).map(|i| i % 2).collect::<Vec<_>>());
 }
+
+#[test]
+fn patchify_matches_mae_einsum() {
+    let imgs = Tensor::arange(0f32, 2.0 * 3.0 * 16.0, &Device::Cpu).unwrap().reshape((2, 3, 4, 4)).unwrap();
+    let x = crate::patchify::patchify(&imgs, 2).unwrap();
+    let got: Vec<f32> = x.get(1).unwrap().get(2).unwrap().to_vec1().unwrap();
+    // parity.py "== patchify"
+    assert_eq!(got, vec![56., 72., 88., 57., 73., 89., 60., 76., 92., 61., 77., 93.]);
+}
+
+/// The gather of kept tokens and the decoder's unshuffle (mask tokens
+/// appended, gathered by ids_restore) reproduce MAE's `random_masking` and
+/// `forward_decoder` for the same indices.
+#[test]
+fn masking_gather_and_unshuffle_match_mae() {
+    let dev = Device::Cpu;
+    let x = Tensor::arange(0f32, 24.0, &dev).unwrap().reshape((2, 6, 2)).unwrap();
+    // parity.py "== masking": torch.argsort of the fixed noise.
+    let keep = Tensor::new(&[[1u32, 5], [0, 4]], &dev).unwrap();
+    let restore = Tensor::new(&[[3u32, 0, 5, 2, 4, 1], [0, 3, 2, 4, 1, 5]], &dev).unwrap();
+    let kept = crate::vit::gather_tokens(&x, &keep).unwrap();
+    assert_eq!(kept.to_vec3::<f32>().unwrap(), vec![vec![vec![2., 3.], vec![10., 11.]], vec![vec![12., 13.], vec![20., 21.]]]);
+    let mask = Tensor::full(-1f32, (2, 4, 2), &dev).unwrap();
+    let full = crate::vit::gather_tokens(&Tensor::cat(&[&kept, &mask], 1).unwrap(), &restore).unwrap();
+    let m = vec![-1f32, -1.];
+    assert_eq!(
+        full.to_vec3::<f32>().unwrap(),
+        vec![
+            vec![m.clone(), vec![2., 3.], m.clone(), m.clone(), m.clone(), vec![10., 11.]],
+            vec![vec![12., 13.], m.clone(), m.clone(), m.clone(), vec![20., 21.], m.clone()],
+        ]
+    );
+}
