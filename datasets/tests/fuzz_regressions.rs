@@ -44,3 +44,11 @@ fn unknown_encoding_and_bad_channels_are_refused() {
     data[28] = 2; // channels
     assert!(record_decode(&data).unwrap_err().to_string().contains("bad geometry"));
 }
+
+/// A zstd record declaring a 2.4 GB payload: decoding used to allocate it
+/// before decompressing. Now refused from the entry and the frame header.
+#[test]
+fn zstd_record_with_a_huge_declared_length_is_refused_without_allocating() {
+    let err = record_decode(&input("record_decode-zstd-huge-declared-length")).unwrap_err().to_string();
+    assert!(err.contains("exceeds the limit"), "{err}");
+}

@@ -41,6 +41,18 @@ pub fn payload<'a>(rec: &RecordRef<'a>, buf: &'a mut Vec<u8>) -> Result<&'a [u8]
         return Ok(rec.stored);
     }
     let want = rec.entry.raw_len as usize;
+    // Never allocate from a hostile length: the index's limit, and the size
+    // the zstd frame itself declares, are checked before the buffer grows.
+    if want as u64 > super::reader::MAX_RECORD_BYTES {
+        return Err(rec.error(format!("declared payload of {want} bytes exceeds the limit")));
+    }
+    match zstd::zstd_safe::get_frame_content_size(rec.stored) {
+        Ok(Some(n)) if n != want as u64 => {
+            return Err(rec.error(format!("zstd frame declares {n} bytes, index says {want}")));
+        }
+        Err(_) => return Err(rec.error("not a zstd frame")),
+        _ => {}
+    }
     buf.clear();
     buf.resize(want, 0);
     let n = DECOMPRESSOR
@@ -69,17 +81,18 @@ pub fn decode_record(rec: &RecordRef<'_>) -> Result<DecodedImage> {
     let Some(encoding) = Encoding::from_code(e.encoding) else {
         return Err(rec.error(format!("unknown encoding code {}", e.encoding)));
     };
+    let raw_bytes = e.width as u64 * e.height as u64 * e.channels as u64;
+    if encoding == Encoding::Raw && e.is_zstd() && e.raw_len as u64 != raw_bytes {
+        let (w, h, c, n) = (e.width, e.height, e.channels, e.raw_len);
+        return Err(rec.error(format!("raw {w}x{h}x{c} needs {raw_bytes} bytes, entry says {n}")));
+    }
     let mut buf = Vec::new();
     let bytes = payload(rec, &mut buf)?;
     match encoding {
-        Encoding::Raw if bytes.len() as u64 != e.width as u64 * e.height as u64 * e.channels as u64 => Err(rec.error(format!(
-            "raw {}x{}x{} needs {} bytes, the record holds {}",
-            e.width,
-            e.height,
-            e.channels,
-            e.width as u64 * e.height as u64 * e.channels as u64,
-            bytes.len()
-        ))),
+        Encoding::Raw if bytes.len() as u64 != raw_bytes => {
+            let (w, h, c) = (e.width, e.height, e.channels);
+            Err(rec.error(format!("raw {w}x{h}x{c} needs {raw_bytes} bytes, the record holds {}", bytes.len())))
+        }
         Encoding::Raw => Ok(DecodedImage {
             width: e.width,
             height: e.height,
