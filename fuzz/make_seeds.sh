@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 BIN=${SRMAE:-target/release/srmae}
 C=fuzz/corpus
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-mkdir -p "$C"/{shard_open,shard_consistent,record_decode,idx,cifar,fer2013,manifest} "$tmp/src/a" "$tmp/src/b"
+mkdir -p "$C"/{shard_open,shard_consistent,record_decode,loader_sample,idx,cifar,fer2013,manifest} "$tmp/src/a" "$tmp/src/b"
 
 python3 - "$tmp" <<'PY'
 import os, struct, sys, random
@@ -43,9 +43,9 @@ for d in raw jpeg zstd; do
   cp "$tmp/ds-$d/manifest.json" "$C/manifest/$d.json"
 done
 # Single records: index entry (40 bytes) + stored bytes, cut from the shards.
-python3 - "$tmp" "$C/record_decode" <<'PY'
+python3 - "$tmp" "$C/record_decode" "$C/loader_sample" <<'PY'
 import glob, struct, sys
-t, out = sys.argv[1], sys.argv[2]
+t, out, loader = sys.argv[1], sys.argv[2], sys.argv[3]
 for path in sorted(glob.glob(f"{t}/ds-*/shard-*")):
     b = open(path, "rb").read()
     n = struct.unpack_from("<Q", b, 16)[0]
@@ -54,6 +54,8 @@ for path in sorted(glob.glob(f"{t}/ds-*/shard-*")):
         off, ln = struct.unpack_from("<QI", e, 0)
         name = path.split("/")[-2] + f"-{i}"
         open(f"{out}/{name}", "wb").write(e + b[off:off + ln])
+        # loader_sample: one more byte (augmentation, size, channels, fast IDCT)
+        open(f"{loader}/{name}", "wb").write(e + bytes([(7 * i) % 32]) + b[off:off + ln])
 PY
 cp "$tmp/idx" "$C/idx/fashion-like"
 cp "$tmp/c10" "$C/cifar/cifar10"; cp "$tmp/c100" "$C/cifar/cifar100"
