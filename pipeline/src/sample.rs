@@ -148,7 +148,8 @@ impl SampleProcessor {
     fn resize(&mut self, pixels: &[u8], w: u32, h: u32, c: u8, crop: CropBox, size: u32) -> Result<(), String> {
         let pt = if c == 1 { PixelType::U8 } else { PixelType::U8x3 };
         let n = w as usize * h as usize * c as usize;
-        let src = ImageRef::new(w, h, &pixels[..n], pt).map_err(|err| format!("resize source: {err}"))?;
+        let px = pixels.get(..n).ok_or_else(|| format!("{w}x{h}x{c} needs {n} bytes, the record holds {}", pixels.len()))?;
+        let src = ImageRef::new(w, h, px, pt).map_err(|err| format!("resize source: {err}"))?;
         let out_len = size as usize * size as usize * c as usize;
         self.resized.resize(out_len, 0);
         let mut dst = Image::from_slice_u8(size, size, &mut self.resized[..], pt).map_err(|err| format!("resize target: {err}"))?;
