@@ -95,6 +95,10 @@ impl SampleProcessor {
         zbuf: &mut Vec<u8>,
     ) -> Result<(), String> {
         let e = rec.entry;
+        // The shard reader validated this, but a hand-made RecordRef may not be.
+        if e.width == 0 || e.height == 0 || !matches!(e.channels, 1 | 3) || !matches!(channels, 1 | 3) {
+            return Err(format!("bad geometry {}x{}x{} (output channels {channels})", e.width, e.height, e.channels));
+        }
         let plan = augment.plan(e.width, e.height, rng);
         let t0 = Instant::now();
         let data = payload(rec, zbuf).map_err(|err| err.to_string())?;
@@ -179,6 +183,7 @@ impl SampleProcessor {
 
 /// HWC (`src_c` channels) -> CHW (`out_c` channels), mirrored when `flip`.
 /// Grey is replicated to RGB; RGB becomes grey with ITU-R 601 luma (PIL's "L").
+/// Channel counts other than 1 and 3 write nothing (callers check them).
 pub fn write_chw(src: &[u8], src_c: u8, size: usize, flip: bool, out_c: u8, out: &mut [u8]) {
     let plane = size * size;
     let sc = src_c as usize;
@@ -212,7 +217,7 @@ pub fn write_chw(src: &[u8], src_c: u8, size: usize, flip: bool, out_c: u8, out:
                     }
                 }
             }
-            _ => {
+            (3, 1) => {
                 let dst = &mut out[o..o + size];
                 for (x, px) in row.chunks_exact(3).enumerate() {
                     let x = if flip { size - 1 - x } else { x };
@@ -220,6 +225,7 @@ pub fn write_chw(src: &[u8], src_c: u8, size: usize, flip: bool, out_c: u8, out:
                     dst[x] = ((r * 299 + g * 587 + b * 114 + 500) / 1000) as u8;
                 }
             }
+            _ => {}
         }
     }
 }

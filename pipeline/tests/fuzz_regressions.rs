@@ -41,3 +41,12 @@ fn raw_record_shorter_than_its_geometry_is_an_error() {
     let err = loader_sample(&data).unwrap_err();
     assert!(err.contains("needs 128 bytes"), "{err}");
 }
+
+/// A raw record declaring 2 channels: the colour conversion indexed past
+/// the output row. Channel counts other than 1 and 3 are now refused.
+#[test]
+fn record_with_two_channels_is_an_error() {
+    let data = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz_regressions/loader_sample-two-channels")).unwrap();
+    let err = loader_sample(&data).unwrap_err();
+    assert!(err.contains("bad geometry"), "{err}");
+}
