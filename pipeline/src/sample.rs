@@ -96,8 +96,11 @@ impl SampleProcessor {
     ) -> Result<(), String> {
         let e = rec.entry;
         // The shard reader validated this, but a hand-made RecordRef may not be.
-        if e.width == 0 || e.height == 0 || !matches!(e.channels, 1 | 3) || !matches!(channels, 1 | 3) {
-            return Err(format!("bad geometry {}x{}x{} (output channels {channels})", e.width, e.height, e.channels));
+        if let Some(why) = e.geometry_error() {
+            return Err(why);
+        }
+        if !matches!(channels, 1 | 3) {
+            return Err(format!("output channels {channels}: expected 1 or 3"));
         }
         let plan = augment.plan(e.width, e.height, rng);
         let t0 = Instant::now();

@@ -75,8 +75,8 @@ pub fn payload<'a>(rec: &RecordRef<'a>, buf: &'a mut Vec<u8>) -> Result<&'a [u8]
 /// yield a pixel buffer of another size than its entry declares.
 pub fn decode_record(rec: &RecordRef<'_>) -> Result<DecodedImage> {
     let e = rec.entry;
-    if e.width == 0 || e.height == 0 || !matches!(e.channels, 1 | 3) {
-        return Err(rec.error(format!("bad geometry {}x{}x{}", e.width, e.height, e.channels)));
+    if let Some(why) = e.geometry_error() {
+        return Err(rec.error(why));
     }
     let Some(encoding) = Encoding::from_code(e.encoding) else {
         return Err(rec.error(format!("unknown encoding code {}", e.encoding)));

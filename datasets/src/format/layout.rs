@@ -193,6 +193,14 @@ impl IndexEntry {
     pub fn is_zstd(&self) -> bool {
         self.flags & FLAG_ZSTD != 0
     }
+
+    /// Why the declared width × height × channels cannot be an image (zero
+    /// size, or channels other than 1 and 3); None when it can. Shared by the
+    /// reader's index validation and the decoders.
+    pub fn geometry_error(&self) -> Option<String> {
+        (self.width == 0 || self.height == 0 || !matches!(self.channels, 1 | 3))
+            .then(|| format!("bad geometry {}x{}x{}", self.width, self.height, self.channels))
+    }
 }
 
 /// Rounds `x` up to a multiple of `align` (a power of two).

@@ -250,8 +250,8 @@ fn check_entry(e: &IndexEntry, prev_end: u64, file_len: u64) -> Option<String> {
     if !e.is_zstd() && e.raw_len != e.stored_len {
         return Some("uncompressed record whose raw and stored lengths differ".into());
     }
-    if e.width == 0 || e.height == 0 || !matches!(e.channels, 1 | 3) {
-        return Some(format!("bad geometry {}x{}x{}", e.width, e.height, e.channels));
+    if let Some(why) = e.geometry_error() {
+        return Some(why);
     }
     if enc == Encoding::Raw {
         let want = e.width as u64 * e.height as u64 * e.channels as u64;
