@@ -26,6 +26,7 @@
 #   BATCH      the largest batch to try (default 256)
 #   SKIP       space-separated figures to skip (e.g. "pytorch bf16_vs_f32")
 set -euo pipefail
+fail=0
 HERE="$(cd "$(dirname "$0")/.." && pwd)"
 BIN="$(realpath "${1:?usage: bench/gpu.sh BIN [WORKDIR]}")"
 WORK="${2:-/tmp/srmae-gpu}"
@@ -49,8 +50,11 @@ peak_gib() { sort -n "$1" | tail -1 | awk '{printf "%.2f", $1/1024}'; }
 
 if ! skip numerics; then
   log "numerics: SRMAE ViT-Ti step, cuda vs cpu"
-  "${RUN[@]}" bench step --model tiny --batch 4 --steps 1 --device cpu --check > "$WORK/num-cpu.json"
-  "${RUN[@]}" bench step --model tiny --batch 4 --steps 1 --device cuda --check > "$WORK/num-gpu.json"
+  if ! { "${RUN[@]}" bench step --model tiny --batch 4 --steps 1 --device cpu --check > "$WORK/num-cpu.json" &&
+         "${RUN[@]}" bench step --model tiny --batch 4 --steps 1 --device cuda --check > "$WORK/num-gpu.json"; }; then
+    emit '{"figure":"numerics","error":"bench step failed (see stderr)"}'
+    fail=1
+  else
   emit "$("$PY" - "$WORK/num-cpu.json" "$WORK/num-gpu.json" <<'EOF'
 import json, sys
 c, g = (json.load(open(p)) for p in sys.argv[1:3])
@@ -62,10 +66,17 @@ print(json.dumps({"figure": "numerics", "loss_cpu": c["first_loss"], "loss_gpu":
                   "pass": rel(c["first_loss"], g["first_loss"]) < 1e-3 and rel(c["first_grad_norm"], g["first_grad_norm"]) < 1e-2}))
 EOF
 )"
+  fi
 fi
 
 log "synthetic: SRMAE ViT-B/16, bf16, batch <= $BATCH"
-"${RUN[@]}" bench step --model base --device cuda --precision bf16 --batch "$BATCH" --fit --steps 10 > "$WORK/syn.json"
+# --fit halves the batch on an out-of-memory error; should a library report the
+# allocation failure in other words, the loop tries the smaller batches itself.
+B="$BATCH"
+until "${RUN[@]}" bench step --model base --device cuda --precision bf16 --batch "$B" --fit --steps 10 > "$WORK/syn.json"; do
+  B=$((B / 2)); [[ $B -ge 1 ]] || { emit '{"figure":"synthetic","error":"no batch fits"}'; exit 1; }
+  log "retrying at batch $B"
+done
 B="$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["batch"])' "$WORK/syn.json")"
 emit "$("$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); d["figure"]="synthetic"; print(json.dumps(d))' "$WORK/syn.json")"
 
@@ -97,7 +108,7 @@ if ! skip loader || ! skip bf16_vs_f32; then
   if [[ ! -d "$WORK/shards" ]]; then
     log "corpus from ${SRC:-Debian wallpapers} -> packed shards"
     rm -rf "$WORK/corpus"
-    "$PY" "$HERE/bench/make_corpus.py" "$WORK/corpus" ${SRC:+--src "$SRC"} --train-per-class 300 --val-per-class 0 >&2
+    "$PY" "$HERE/bench/make_corpus.py" "$WORK/corpus" ${SRC:+--src "$SRC"} --train-per-class 150 --val-per-class 0 >&2
     "${RUN[@]}" pack "$WORK/corpus" "$WORK/shards" --split train >&2
   fi
 fi
@@ -105,15 +116,16 @@ fi
 pretrain() { # OUT PRECISION BATCH STEPS
   rm -rf "$1"
   "${RUN[@]}" pretrain --recipe imagenet-vitb16-pretrain --data "$WORK/shards" --out "$1" --device cuda \
-    --threads "$(nproc)" --set "run.precision=\"$2\"" --set optim.batch_size="$3" --set optim.epochs=100 \
+    --threads "$(nproc)" --set "run.precision=\"$2\"" --set optim.batch_size="$3" --set optim.accum_iter=1 --set optim.epochs=100 \
     --set run.log_every=5 --set optim.warmup_epochs=0 --stop-after "$4" >&2
 }
 
 if ! skip loader; then
   log "loader-fed pretraining, batch $B, all cores"
   watch_mem "$WORK/mem-loader.txt" & WATCH=$!
-  pretrain "$WORK/run-loader" bf16 "$B" 40
+  ok=1; pretrain "$WORK/run-loader" bf16 "$B" 40 || ok=0
   kill "$WATCH" 2>/dev/null || true
+  if [[ $ok == 0 ]]; then emit '{"figure":"loader","error":"pretrain failed (see stderr)"}'; fail=1; else
   emit "$("$PY" - "$WORK/run-loader/metrics.jsonl" "$B" "$(peak_gib "$WORK/mem-loader.txt")" <<'EOF'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if '"step"' in l]
@@ -126,12 +138,14 @@ print(json.dumps({"figure": "loader", "model": "srmae vit_base_16 (imagenet-vitb
                   "gpu_mem_gib": float(sys.argv[3] or "nan"), "steps": rows[-1]["step"]}))
 EOF
 )"
+  fi
 fi
 
 if ! skip bf16_vs_f32; then
   log "loss curves: bf16 vs f32, 60 steps at batch 64"
-  pretrain "$WORK/run-bf16" bf16 64 60
-  pretrain "$WORK/run-f32" f32 64 60
+  if ! { pretrain "$WORK/run-bf16" bf16 64 60 && pretrain "$WORK/run-f32" f32 64 60; }; then
+    emit '{"figure":"bf16_vs_f32","error":"pretrain failed (see stderr)"}'; fail=1
+  else
   emit "$("$PY" - "$WORK/run-bf16/metrics.jsonl" "$WORK/run-f32/metrics.jsonl" <<'EOF'
 import json, sys
 curve = lambda p: [(r["step"], r["loss"]) for r in map(json.loads, open(p)) if "step" in r]
@@ -141,5 +155,7 @@ print(json.dumps({"figure": "bf16_vs_f32", "steps": [s for s, _ in a], "loss_bf1
                   "loss_f32": [l for _, l in b], "max_rel_diff": diff}))
 EOF
 )"
+  fi
 fi
 log "done: $OUT"
+exit "$fail"

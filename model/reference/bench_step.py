@@ -19,6 +19,7 @@ fused scaled-dot-product attention); otherwise the equivalent block below.
 `--bf16` is torch.autocast(bfloat16) around forward and loss, as MAE's AMP.
 """
 import argparse
+import functools
 import json
 import time
 
@@ -47,7 +48,7 @@ class Block(nn.Module):
 def make_block(dim, heads):
     try:
         from timm.models.vision_transformer import Block as TimmBlock
-        return TimmBlock(dim, heads, mlp_ratio=4.0, qkv_bias=True, norm_layer=lambda d: nn.LayerNorm(d, eps=1e-6))
+        return TimmBlock(dim, heads, mlp_ratio=4.0, qkv_bias=True, norm_layer=functools.partial(nn.LayerNorm, eps=1e-6))
     except ImportError:
         return Block(dim, heads)
 

@@ -13,19 +13,40 @@ set -euo pipefail
 bin="$1"; shift
 
 need=(libcudart.so.13 libcublas.so.13 libcublasLt.so.13 libcurand.so.10 libnvrtc.so.13)
-has_all() { local d="$1" f; for f in "${need[@]}"; do [[ -e "$d/$f" ]] || return 1; done; }
+# has_all DIRS: every needed library is in one of the colon-separated DIRS
+has_all() {
+  local f d ok; IFS=: read -ra ds <<< "$1"
+  for f in "${need[@]}"; do
+    ok=0; for d in "${ds[@]}"; do [[ -e "$d/$f" ]] && ok=1; done
+    [[ $ok == 1 ]] || return 1
+  done
+}
 
 libdir="${CUDA_LIB_DIR:-}"
 if [[ -z "$libdir" ]]; then
+  # CUDA 13 wheels keep everything in nvidia/cu13/lib; older layouts use one
+  # folder per library (nvidia/cublas/lib, nvidia/cuda_runtime/lib, ...).
   for py in ${PYTHON:-} python3 python; do
     command -v "$py" >/dev/null 2>&1 || continue
-    d="$("$py" -c '
-import os, importlib.util
+    d="$("$py" - "${need[@]}" <<'PY' 2>/dev/null || true
+import os, sys, importlib.util
+need = sys.argv[1:]
 s = importlib.util.find_spec("nvidia")
-for p in (list(s.submodule_search_locations) if s else []):
-    d = os.path.join(p, "cu13", "lib")
-    if os.path.exists(os.path.join(d, "libcublas.so.13")):
-        print(d); break' 2>/dev/null || true)"
+roots = list(s.submodule_search_locations) if s else []
+for r in roots:
+    d = os.path.join(r, "cu13", "lib")
+    if all(os.path.exists(os.path.join(d, f)) for f in need):
+        print(d); sys.exit()
+found = {}
+for r in roots:
+    for dirpath, _, files in os.walk(r):
+        for f in need:
+            if f in files and f not in found:
+                found[f] = dirpath
+if len(found) == len(need):
+    print(":".join(dict.fromkeys(found.values())))
+PY
+)"
     [[ -n "$d" ]] && { libdir="$d"; break; }
   done
 fi
@@ -42,11 +63,16 @@ if [[ -z "$libdir" ]] || ! has_all "$libdir"; then
 fi
 
 # the driver library must come from the NVIDIA driver, never from a stub
+drvdir=""
 if ! { /sbin/ldconfig -p 2>/dev/null || ldconfig -p 2>/dev/null; } | grep -q 'libcuda\.so\.1 '; then
   found=""
   IFS=: read -ra dirs <<< "${LD_LIBRARY_PATH:-}"
-  for d in "${dirs[@]}"; do [[ -n "$d" && -e "$d/libcuda.so.1" ]] && found="$d/libcuda.so.1"; done
-  [[ -n "$found" ]] || { echo "error: libcuda.so.1 not found: the NVIDIA driver (>= 580 for CUDA 13.0) is not installed." >&2; exit 2; }
+  for d in "${dirs[@]}" /usr/local/nvidia/lib64 /usr/local/nvidia/lib /usr/lib/x86_64-linux-gnu /usr/lib64; do
+    [[ -n "$d" && -e "$d/libcuda.so.1" ]] && { found="$d"; break; }
+  done
+  if [[ -n "$found" ]]; then drvdir="$found"
+  else echo "warning: libcuda.so.1 is not in the loader's cache nor in LD_LIBRARY_PATH: is the NVIDIA driver (>= 580) installed?" >&2
+  fi
 fi
 
 # NCCL (builds with --features nccl): torch's wheels ship it in nvidia/nccl/lib.
@@ -65,5 +91,5 @@ for p in (list(s.submodule_search_locations) if s else []):
   done
 fi
 
-export LD_LIBRARY_PATH="$libdir${nccldir:+:$nccldir}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export LD_LIBRARY_PATH="$libdir${nccldir:+:$nccldir}${drvdir:+:$drvdir}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 exec "$bin" "$@"
