@@ -10,6 +10,7 @@
 pub mod autocast;
 pub mod checkpoint;
 pub mod classifier;
+pub mod conv3x3;
 pub mod dist;
 pub mod engine;
 pub mod init;

@@ -8,7 +8,9 @@
 //! All in normalised-pixel space. `PredHead::Linear` is the ablation.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
+use candle_nn::VarBuilder;
+
+use crate::conv3x3::Conv3x3;
 
 use crate::linear::Linear;
 use serde::{Deserialize, Serialize};
@@ -34,18 +36,13 @@ pub fn pixel_shuffle(x: &Tensor, s: usize) -> Result<Tensor> {
     x.reshape((n, c, s, s, h, w))?.permute((0, 1, 4, 2, 5, 3))?.reshape((n, c, h * s, w * s))
 }
 
-fn conv3(inp: usize, out: usize, vb: VarBuilder) -> Result<Conv2d> {
-    let cfg = Conv2dConfig { padding: 1, ..Default::default() };
-    candle_nn::conv2d(inp, out, 3, cfg, vb)
-}
-
 /// The SR head's layers.
 #[derive(Clone, Debug)]
 pub struct SrHead {
     proj: Linear,
-    conv_in: Conv2d,
-    res: Vec<(Conv2d, Conv2d)>,
-    conv_out: Conv2d,
+    conv_in: Conv3x3,
+    res: Vec<(Conv3x3, Conv3x3)>,
+    conv_out: Conv3x3,
     features: usize,
     clue_side: usize,
     scale: usize,
@@ -55,6 +52,7 @@ pub struct SrHead {
 impl SrHead {
     pub fn new(dec_dim: usize, features: usize, res_blocks: usize, patch: usize, clue_side: usize, channels: usize, vb: VarBuilder) -> Result<SrHead> {
         let scale = patch / clue_side;
+        let conv3 = |inp, out, vb| Conv3x3::new(inp, out, clue_side, clue_side, vb);
         Ok(SrHead {
             proj: linear_xavier(dec_dim, features * clue_side * clue_side, vb.pp("proj"))?,
             conv_in: conv3(features + channels + 1, features, vb.pp("conv_in"))?,
@@ -69,6 +67,11 @@ impl SrHead {
         })
     }
 
+    /// The whole head runs channels-last (`[N, r, r, C]`, N = B·L patches):
+    /// `Conv3x3` is a gather + matrix product over that layout. Channel
+    /// order (features, clue, flag) and the pixel-shuffle order are those of
+    /// the NCHW formulation (`pixel_shuffle`), so the weights mean the same.
+    ///
     /// # Shapes
     /// - `tokens`: `[B, L, Dd]` decoder outputs
     /// - `clues`: `[B, L, C*r*r]` clue pixels per patch (CHW order), zeros without a clue
@@ -77,18 +80,20 @@ impl SrHead {
     pub fn forward(&self, tokens: &Tensor, clues: &Tensor, has_clue: &Tensor) -> Result<Tensor> {
         let (b, l, _) = tokens.dims3()?;
         let (n, r, c, s) = (b * l, self.clue_side, self.channels, self.scale);
-        let f = self.proj.forward(tokens)?.reshape((n, self.features, r, r))?;
-        let clue = clues.reshape((n, c, r, r))?;
-        let flag = has_clue.reshape((n, 1, 1, 1))?.broadcast_as((n, 1, r, r))?.contiguous()?;
-        let conv = crate::autocast::conv2d;
-        let mut x = conv(&self.conv_in, &Tensor::cat(&[&f, &clue, &flag], 1)?)?;
+        let p = r * s;
+        // [n, r, r, F]: the projection's output is read as a F×r×r map (CHW)
+        let f = self.proj.forward(tokens)?.reshape((n, self.features, r, r))?.permute((0, 2, 3, 1))?;
+        let clue = clues.reshape((n, c, r, r))?.permute((0, 2, 3, 1))?; // [n, r, r, C]
+        let flag = has_clue.reshape((n, 1, 1, 1))?.broadcast_as((n, r, r, 1))?;
+        let mut x = self.conv_in.forward(&Tensor::cat(&[&f, &clue, &flag], 3)?)?; // [n, r, r, F]
         for (c1, c2) in &self.res {
-            x = (&x + conv(c2, &conv(c1, &x)?.relu()?)?)?;
+            x = (&x + c2.forward(&c1.forward(&x)?.relu()?)?)?;
         }
-        let y = pixel_shuffle(&conv(&self.conv_out, &x)?, s)?;
-        let up = clue.upsample_nearest2d(r * s, r * s)?;
-        let out = (y + up)?; // [n, C, p, p]
-        out.permute((0, 2, 3, 1))?.reshape((b, l, r * s * r * s * c))
+        // [n, r, r, C*s*s] -> pixel shuffle: channel c*s*s + i*s + j goes to pixel (h*s + i, w*s + j)
+        let y = self.conv_out.forward(&x)?.reshape((n, r, r, c, s, s))?.permute((0, 1, 4, 2, 5, 3))?.reshape((n, p, p, c))?;
+        // global residual: the clue upsampled ×s (nearest)
+        let up = clue.reshape((n, r, 1, r, 1, c))?.broadcast_as((n, r, s, r, s, c))?.reshape((n, p, p, c))?;
+        (y + up)?.reshape((b, l, p * p * c)) // [n, p, p, C] is patchify order
     }
 }
 
@@ -120,7 +125,44 @@ impl PredHead {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Device;
+    use candle_core::{DType, Device};
+    use candle_nn::VarMap;
+
+    /// The head written with NCHW `conv2d`, `pixel_shuffle` and
+    /// `upsample_nearest2d` (its first formulation): the reference for the
+    /// channels-last one.
+    fn forward_nchw(h: &SrHead, tokens: &Tensor, clues: &Tensor, has_clue: &Tensor) -> Tensor {
+        let (b, l, _) = tokens.dims3().unwrap();
+        let (n, r, c, s) = (b * l, h.clue_side, h.channels, h.scale);
+        let f = h.proj.forward(tokens).unwrap().reshape((n, h.features, r, r)).unwrap();
+        let clue = clues.reshape((n, c, r, r)).unwrap();
+        let flag = has_clue.reshape((n, 1, 1, 1)).unwrap().broadcast_as((n, 1, r, r)).unwrap().contiguous().unwrap();
+        let conv = |l: &Conv3x3, x: &Tensor| l.conv2d().forward(x).unwrap();
+        let mut x = conv(&h.conv_in, &Tensor::cat(&[&f, &clue, &flag], 1).unwrap());
+        for (c1, c2) in &h.res {
+            x = (&x + conv(c2, &conv(c1, &x).relu().unwrap())).unwrap();
+        }
+        let y = pixel_shuffle(&conv(&h.conv_out, &x), s).unwrap();
+        let out = (y + clue.upsample_nearest2d(r * s, r * s).unwrap()).unwrap();
+        out.permute((0, 2, 3, 1)).unwrap().reshape((b, l, r * s * r * s * c)).unwrap()
+    }
+
+    #[test]
+    fn channels_last_head_equals_the_nchw_formulation() {
+        let dev = Device::Cpu;
+        for (patch, r, c) in [(16, 4, 3), (4, 2, 1), (4, 1, 3)] {
+            let vm = VarMap::new();
+            let head = SrHead::new(24, 8, 2, patch, r, c, VarBuilder::from_varmap(&vm, DType::F32, &dev)).unwrap();
+            let tokens = Tensor::randn(0f32, 1.0, (2, 5, 24), &dev).unwrap();
+            let clues = Tensor::randn(0f32, 1.0, (2, 5, c * r * r), &dev).unwrap();
+            let has = Tensor::new(&[[1f32, 0., 1., 1., 0.], [0., 0., 1., 0., 1.]], &dev).unwrap();
+            let got = head.forward(&tokens, &clues, &has).unwrap();
+            let want = forward_nchw(&head, &tokens, &clues, &has);
+            assert_eq!(got.dims(), &[2, 5, patch * patch * c]);
+            let d = (got - want).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+            assert!(d < 1e-4, "patch {patch} r {r} c {c}: max |diff| {d}");
+        }
+    }
 
     #[test]
     fn pixel_shuffle_matches_torch() {
