@@ -2,6 +2,7 @@
 """Tables for docs/RESULTS.md from a bench/fmnist_results.sh output folder.
 
     python3 bench/summarize_results.py runs/results > tables.md
+    python3 bench/summarize_results.py runs/results-photos "the 2,025 photo-corpus test crops"
 
 Mean ± sample std over the seeds present (n is shown); top-1 in percent.
 """
@@ -29,7 +30,7 @@ def fmt(values):
     return f"{m:.2f} ± {statistics.stdev(values):.2f}"
 
 
-def main(root):
+def main(root, test_set="the 10,000 Fashion-MNIST test images"):
     seeds = sorted(d for d in glob.glob(os.path.join(root, "seed*")) if os.path.isdir(d))
     arms = ["srmae", "mae", "scratch"]
     res_set = set()
@@ -44,7 +45,7 @@ def main(root):
                     res_set.add(r["res"])
                     table.setdefault((arm, proto, r["res"]), []).append(r["top1"])
     res = sorted(res_set, reverse=True)
-    print(f"Seeds: {len(seeds)}. Top-1 (%) on the 10,000 Fashion-MNIST test images.\n")
+    print(f"Seeds: {len(seeds)}. Top-1 (%) on {test_set}.\n")
     print("| arm | protocol | " + " | ".join(f"{r} px" for r in res) + " |")
     print("|---|---|" + "---:|" * len(res))
     for proto in ("fine-tune", "linear probe", "fine-tune at low res"):
@@ -89,4 +90,4 @@ def main(root):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "runs/results")
+    main(*(sys.argv[1:3] or ["runs/results"]))

@@ -72,6 +72,7 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 
 /// `conv.forward(x)`, with the convolution in the autocast dtype when a
 /// scope is on and `x` lives on a GPU; the bias is added in `x`'s dtype.
+/// (The SR head uses `conv3x3::Conv3x3`, a matrix product, instead.)
 /// On the CPU it stays F32: candle 0.11's CPU convolution backward has no
 /// BF16 matmul ("unsupported dtype BF16 for op matmul").
 ///

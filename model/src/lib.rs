@@ -11,6 +11,7 @@ pub mod autocast;
 pub mod checkpoint;
 pub mod classifier;
 pub mod conv3x3;
+pub mod cuda_setup;
 pub mod dist;
 pub mod engine;
 pub mod init;

@@ -20,7 +20,10 @@ pub fn parse_device(name: &str) -> Result<Device> {
     if !srmae_model::candle::utils::cuda_is_available() {
         bail!("device {name:?}: this srmae was built without CUDA support (rebuild with `cargo build --release --features cuda`)");
     }
-    Device::new_cuda(ordinal).map_err(|e| anyhow::anyhow!("device {name:?}: cannot open the GPU: {e}"))
+    let dev = Device::new_cuda(ordinal).map_err(|e| anyhow::anyhow!("device {name:?}: cannot open the GPU: {e}"))?;
+    let tuning = srmae_model::cuda_setup::tune_device(&dev).map_err(|e| anyhow::anyhow!("device {name:?}: CUDA settings: {e}"))?;
+    tracing::debug!("device {name}: {tuning:?}");
+    Ok(dev)
 }
 
 /// The device of one data-parallel rank: plain `cuda` means GPU `rank`

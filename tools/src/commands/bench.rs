@@ -54,6 +54,12 @@ enum BenchWhat {
     /// batches at 224, ViT-Ti/16 or ViT-B/16, CPU or GPU, F32 or BF16
     /// (compare: model/reference/bench_step.py).
     Step(super::bench_step::StepArgs),
+    /// Time each building block of a step (linear, LayerNorm, GELU, softmax,
+    /// attention, MLP, block, token gather, SR head), forward and
+    /// forward+backward, synchronised: where a slow step spends its time.
+    ///
+    ///   srmae bench ops --device cuda --batch 64 --precision bf16
+    Ops(super::bench_ops::OpsArgs),
     /// Pack a synthetic raw dataset (for memory and scale checks of the loader).
     Synth {
         /// Output directory.
@@ -119,6 +125,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         BenchWhat::Read { dir, threads, limit } => bench_read(dir, threads, limit),
         BenchWhat::Synth { out, records, size } => synth(out, records, size),
         BenchWhat::Step(a) => super::bench_step::run(a),
+        BenchWhat::Ops(a) => super::bench_ops::run(a),
         BenchWhat::Loader {
             dir,
             threads,

@@ -42,6 +42,10 @@ pub struct StepArgs {
     /// output, to compare devices (`bench/gpu.sh` compares cpu and cuda).
     #[arg(long)]
     pub check: bool,
+    /// Also time forward, backward, gradient norm and optimiser step
+    /// separately (synchronising between them).
+    #[arg(long)]
+    pub phases: bool,
 }
 
 /// One step's input: a fixed SRMAE split of 196 patches (49 visible, 147
@@ -91,9 +95,11 @@ struct Timing {
     mem: Option<u64>,
     first_loss: f64,
     first_grad_norm: f64,
+    /// Median seconds of [forward, backward, grad norm, optimiser step].
+    phases: Option<[f64; 4]>,
 }
 
-fn time_steps(cfg: &SrmaeConfig, b: usize, steps: usize, dev: &Device, precision: Option<DType>) -> Result<Timing> {
+fn time_steps(cfg: &SrmaeConfig, b: usize, steps: usize, dev: &Device, precision: Option<DType>, phases: bool) -> Result<Timing> {
     let vm = candle_nn::VarMap::new();
     let model = Srmae::new(cfg, candle_nn::VarBuilder::from_varmap(&vm, DType::F32, dev))?;
     srmae_model::init::seeded_init(&vm, 0)?;
@@ -104,12 +110,28 @@ fn time_steps(cfg: &SrmaeConfig, b: usize, steps: usize, dev: &Device, precision
     let mut times = Vec::with_capacity(steps);
     let mut mem = None;
     let (mut first_loss, mut first_grad_norm) = (f64::NAN, f64::NAN);
+    let mut phase_times: [Vec<f64>; 4] = Default::default();
     for s in 0..steps + 2 {
         let t = Instant::now();
+        let mut lap = |i: usize, t0: &mut Instant| -> Result<()> {
+            if phases {
+                dev.synchronize()?;
+                if s >= 2 {
+                    phase_times[i].push(t0.elapsed().as_secs_f64());
+                }
+                *t0 = Instant::now();
+            }
+            Ok(())
+        };
+        let mut t0 = Instant::now();
         let out = model.forward(&x, true)?;
+        lap(0, &mut t0)?;
         let grads = out.loss.backward()?;
+        lap(1, &mut t0)?;
         let norm = opt.grad_norm(&grads)?;
+        lap(2, &mut t0)?;
         opt.step(&grads, 1.0)?;
+        lap(3, &mut t0)?;
         dev.synchronize()?;
         if !norm.is_finite() {
             bail!("gradient norm {norm} at step {s}");
@@ -123,8 +145,12 @@ fn time_steps(cfg: &SrmaeConfig, b: usize, steps: usize, dev: &Device, precision
         }
         mem = mem.max(device_memory_used(dev));
     }
-    times.sort_by(f64::total_cmp);
-    Ok(Timing { median_s: times[times.len() / 2], mem, first_loss, first_grad_norm })
+    let med = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let phases = phases.then(|| phase_times.each_mut().map(|v| med(v)));
+    Ok(Timing { median_s: med(&mut times), mem, first_loss, first_grad_norm, phases })
 }
 
 pub fn run(a: StepArgs) -> Result<()> {
@@ -140,7 +166,7 @@ pub fn run(a: StepArgs) -> Result<()> {
     }
     let mut b = a.batch;
     let timing = loop {
-        match time_steps(&cfg, b, a.steps, &dev, precision) {
+        match time_steps(&cfg, b, a.steps, &dev, precision, a.phases) {
             Ok(t) => break t,
             Err(e) if a.fit && b > 1 && format!("{e:#}").to_ascii_lowercase().contains("out of memory") => {
                 tracing::info!("batch {b} does not fit ({e:#}); trying {}", b / 2);
@@ -153,6 +179,9 @@ pub fn run(a: StepArgs) -> Result<()> {
         "batch": b, "threads": rayon::current_num_threads(), "median_step_s": timing.median_s,
         "images_per_s": b as f64 / timing.median_s,
         "gpu_mem_gib": timing.mem.map(|m| m as f64 / (1u64 << 30) as f64)});
+    if let Some(p) = timing.phases {
+        line["phases_s"] = serde_json::json!({"forward": p[0], "backward": p[1], "grad_norm": p[2], "optimizer": p[3]});
+    }
     if a.check {
         line["first_loss"] = timing.first_loss.into();
         line["first_grad_norm"] = timing.first_grad_norm.into();

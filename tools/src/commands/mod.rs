@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod bench_ops;
 pub mod bench_step;
 pub mod eval;
 pub mod export;

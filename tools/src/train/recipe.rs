@@ -16,10 +16,13 @@ use srmae_model::vit::VitConfig;
 use srmae_pipeline::{Augment, PatchConfig};
 
 /// The presets shipped with srmae (`--recipe NAME`).
-pub const PRESETS: [(&str, &str); 6] = [
+pub const PRESETS: [(&str, &str); 9] = [
     ("fmnist-pretrain", include_str!("../../../recipes/fmnist-pretrain.toml")),
     ("fmnist-finetune", include_str!("../../../recipes/fmnist-finetune.toml")),
     ("fmnist-linprobe", include_str!("../../../recipes/fmnist-linprobe.toml")),
+    ("photos32-pretrain", include_str!("../../../recipes/photos32-pretrain.toml")),
+    ("photos32-finetune", include_str!("../../../recipes/photos32-finetune.toml")),
+    ("photos32-linprobe", include_str!("../../../recipes/photos32-linprobe.toml")),
     ("imagenet-vitb16-pretrain", include_str!("../../../recipes/imagenet-vitb16-pretrain.toml")),
     ("imagenet-vitb16-finetune", include_str!("../../../recipes/imagenet-vitb16-finetune.toml")),
     ("imagenet-vitb16-linprobe", include_str!("../../../recipes/imagenet-vitb16-linprobe.toml")),

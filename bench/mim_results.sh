@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# SRMAE vs MAE vs no pretraining at CPU scale (docs/RESULTS.md), on one task:
+#
+#   TASK=fmnist   bench/mim_results.sh [OUT]   Fashion-MNIST 28x28 grey (default OUT=runs/results)
+#   TASK=photos32 bench/mim_results.sh [OUT]   the photo corpus at 32x32 RGB (default OUT=runs/results-photos)
+#
+# (bench/fmnist_results.sh and bench/photo_results.sh set TASK.)
+# Environment: SEEDS ("0 1 2"), PRETRAIN_EPOCHS, FINETUNE_EPOCHS, VLR (the
+# fine-tune-at-low-resolution side), SRMAE (target/release/srmae).
+#
+# fmnist: TRAIN_IMAGES (10000: the first N training images are used for
+#   pretraining and fine-tuning), 3 pretraining / 2 fine-tuning epochs, VLR 7,
+#   test resolutions 28,14,10,7. Held out: training images 55,000-59,999 are the
+#   validation split (the fine-tuning runs report on it); the 10,000 test images
+#   are used only by the final `srmae eval` calls.
+# photos32: bench/make_corpus.py from Debian's wallpapers (81 classes, each the
+#   crops of one photograph): 60 training and 25 test crops per class (seed 0),
+#   10 held-out crops per class from another seed (the validation split), packed
+#   raw at a longer side of 48 px; 6 pretraining / 3 fine-tuning epochs, VLR 8,
+#   test resolutions 32,16,12,8. CORPUS (data/photo-corpus) is built when absent.
+# Nothing is tuned.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SRMAE=${SRMAE:-target/release/srmae}
+TASK=${TASK:-fmnist}
+SEEDS=${SEEDS:-0 1 2}
+mkdir -p data
+case $TASK in
+  fmnist)
+    OUT=${1:-runs/results}
+    N=${TRAIN_IMAGES:-10000}
+    PE=${PRETRAIN_EPOCHS:-3} FE=${FINETUNE_EPOCHS:-2} VLR=${VLR:-7} RES=28,14,10,7
+    FM=/usr/share/datasets/fashion-mnist
+    TRAIN=data/fmnist-first$N VAL=data/fmnist-holdout TEST=data/fmnist-test
+    [ -f $TRAIN/manifest.json ] || $SRMAE pack $FM $TRAIN --split train --limit "$N"
+    [ -f $VAL/manifest.json ] || $SRMAE pack $FM $VAL --split train --skip 55000
+    [ -f $TEST/manifest.json ] || $SRMAE pack $FM $TEST --split test
+    recipe() { echo "fmnist-$1"; }
+    ;;
+  photos32)
+    OUT=${1:-runs/results-photos}
+    PE=${PRETRAIN_EPOCHS:-6} FE=${FINETUNE_EPOCHS:-3} VLR=${VLR:-8} RES=32,16,12,8
+    CORPUS=${CORPUS:-data/photo-corpus}
+    TRAIN=data/photos-train VAL=data/photos-holdout TEST=data/photos-test
+    [ -d $CORPUS/train ] || python3 bench/make_corpus.py $CORPUS --train-per-class 60 --val-per-class 25 --seed 0
+    [ -d $CORPUS-holdout/val ] || python3 bench/make_corpus.py $CORPUS-holdout --train-per-class 0 --val-per-class 10 --seed 1
+    pack=(--kind imagenet --max-side 48 --encoding raw)
+    [ -f $TRAIN/manifest.json ] || $SRMAE pack $CORPUS $TRAIN --split train "${pack[@]}"
+    [ -f $TEST/manifest.json ] || $SRMAE pack $CORPUS $TEST --split val "${pack[@]}"
+    [ -f $VAL/manifest.json ] || $SRMAE pack $CORPUS-holdout $VAL --split val "${pack[@]}"
+    recipe() { echo "photos32-$1"; }
+    ;;
+  *) echo "TASK=$TASK: expected fmnist or photos32" >&2; exit 2 ;;
+esac
+mkdir -p "$OUT"
+common=(--data $TRAIN --set "data.val=\"$VAL\"")
+log() { echo "[$(date +%T)] $*"; }
+timed() { local name=$1; shift; local t0=$(date +%s); "$@" > "$OUT/$name.log" 2>&1; echo "{\"run\": \"$name\", \"seconds\": $(( $(date +%s) - t0 ))}" >> "$OUT/times.jsonl"; }
+for seed in $SEEDS; do
+  S=$OUT/seed$seed
+  mkdir -p $S
+  for m in srmae mae; do
+    [ -f $S/$m-pre/checkpoint.safetensors ] && continue
+    log "seed $seed: pretrain $m"
+    timed seed$seed-$m-pre $SRMAE pretrain --recipe "$(recipe pretrain)" --out $S/$m-pre --method $m "${common[@]}" \
+      --set optim.epochs=$PE --set run.seed=$seed
+  done
+  for arm in srmae mae scratch; do
+    if [ $arm = scratch ]; then init=(--scratch); else init=(--init $S/$arm-pre/checkpoint.safetensors); fi
+    for mode in full vlr; do
+      d=$S/$arm-ft-$mode
+      [ -f $d/eval.json ] && continue
+      extra=(); evalres=(--test-res $RES)
+      if [ $mode = vlr ]; then extra=(--set data.low_res=$VLR); evalres=(); fi
+      log "seed $seed: finetune $arm ($mode)"
+      rm -rf $d
+      timed seed$seed-$arm-ft-$mode $SRMAE finetune --recipe "$(recipe finetune)" "${init[@]}" --out $d "${common[@]}" \
+        --set optim.epochs=$FE --set run.seed=$seed "${extra[@]}"
+      timed seed$seed-$arm-ft-$mode-eval $SRMAE eval --checkpoint $d/checkpoint.safetensors --data $TEST "${evalres[@]}"
+    done
+    if [ $arm != scratch ] && [ ! -f $S/$arm-lp/eval.json ]; then
+      log "seed $seed: linprobe $arm"
+      rm -rf $S/$arm-lp
+      timed seed$seed-$arm-lp $SRMAE linprobe --recipe "$(recipe linprobe)" --init $S/$arm-pre/checkpoint.safetensors --out $S/$arm-lp "${common[@]}" --set run.seed=$seed
+      timed seed$seed-$arm-lp-eval $SRMAE eval --checkpoint $S/$arm-lp/checkpoint.safetensors --data $TEST --test-res $RES
+    fi
+  done
+  if [ ! -f $S/srmae-pre/psnr/sr_quality.json ]; then
+    log "seed $seed: SR quality"
+    $SRMAE reconstruct --checkpoint $S/srmae-pre/checkpoint.safetensors --data $VAL --psnr 5000 --seed $seed --out $S/srmae-pre/psnr > $OUT/seed$seed-psnr.log 2>&1
+  fi
+  $SRMAE plot --out $S/lowres.png $S/srmae-ft-full/eval.json=SRMAE $S/mae-ft-full/eval.json=MAE $S/scratch-ft-full/eval.json=scratch
+done
+if [ $TASK = photos32 ]; then python3 bench/summarize_results.py "$OUT" "the 2,025 photo-corpus test crops"; else python3 bench/summarize_results.py "$OUT"; fi
