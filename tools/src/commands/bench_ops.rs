@@ -55,9 +55,10 @@ type OpFn<'a> = Box<dyn Fn(&Tensor) -> candle_core::Result<Tensor> + 'a>;
 pub fn run(a: OpsArgs) -> Result<()> {
     let dev = crate::device::parse_device(&a.device)?;
     let precision = parse_precision(&a.precision).map_err(anyhow::Error::msg)?;
-    let (d, h) = match a.model.as_str() {
-        "tiny" => (192, 3),
-        _ => (768, 12),
+    // (token width, heads, decoder width, SR-head features) of `bench step`'s models
+    let (d, h, dd, feats) = match a.model.as_str() {
+        "tiny" => (192, 3, 256, 32),
+        _ => (768, 12, 512, 64),
     };
     let (b, n) = (a.batch, 197);
     let vm = candle_nn::VarMap::new();
@@ -66,9 +67,9 @@ pub fn run(a: OpsArgs) -> Result<()> {
     let attn = Attention::new(d, h, vb.pp("attn"))?;
     let mlp = Mlp::new(d, 4 * d, vb.pp("mlp"))?;
     let block = Block::new(d, h, 4.0, 0.0, vb.pp("block"))?;
-    let head = SrHead::new(512, 64, 2, 16, 4, 3, vb.pp("head"))?;
+    let head = SrHead::new(dd, feats, 2, 16, 4, 3, vb.pp("head"))?;
     let wqkv = vb.get((d, 3 * d), "wqkv")?;
-    let conv = srmae_model::conv3x3::Conv3x3::new(68, 64, 4, 4, vb.pp("conv"))?;
+    let conv = srmae_model::conv3x3::Conv3x3::new(feats + 4, feats, 4, 4, vb.pp("conv"))?;
     let taps = Tensor::from_vec((0..144u32).map(|i| (i * 5) % 17).collect::<Vec<_>>(), 144, &dev)?;
     let ids = Tensor::from_vec((0..b * 147).map(|i| ((i * 7) % 196) as u32).collect::<Vec<_>>(), (b, 147), &dev)?;
     let clues = Tensor::randn(0f32, 1.0, (b, 196, 48), &dev)?;
@@ -85,9 +86,9 @@ pub fn run(a: OpsArgs) -> Result<()> {
         ("mlp", vec![b, n, d], Box::new(|x| mlp.forward(x))),
         ("block", vec![b, n, d], Box::new(|x| block.forward(x, true))),
         ("gather_tokens 147 of 196", vec![b, 196, d], Box::new(|x| gather_tokens(x, &ids))),
-        ("sr_head (512 -> 16x16x3)", vec![b, 196, 512], Box::new(|x| head.forward(x, &clues, &has))),
-        ("conv3x3 68->64 on 4x4 (per patch)", vec![b * 196, 4, 4, 68], Box::new(|x| conv.forward(x))),
-        ("index_select 144 of 17 rows", vec![b * 196, 17, 68], Box::new(|x| x.index_select(&taps, 1))),
+        ("sr_head (-> 16x16x3)", vec![b, 196, dd], Box::new(|x| head.forward(x, &clues, &has))),
+        ("conv3x3 on 4x4 (per patch)", vec![b * 196, 4, 4, feats + 4], Box::new(|x| conv.forward(x))),
+        ("index_select 144 of 17 rows", vec![b * 196, 17, feats + 4], Box::new(|x| x.index_select(&taps, 1))),
         ("pixel-shuffle permute", vec![b * 196, 4, 4, 3, 4, 4], Box::new(|x| x.permute((0, 1, 4, 2, 5, 3))?.contiguous())),
         ("bias-grad sum over rows", vec![b * n, d], Box::new(|x| x.sum_keepdim(0))),
     ];
