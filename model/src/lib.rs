@@ -14,6 +14,7 @@ pub mod conv3x3;
 pub mod cuda_setup;
 pub mod dist;
 pub mod engine;
+pub mod fused_cpu;
 pub mod init;
 pub mod linear;
 pub mod loss;

@@ -2,7 +2,7 @@
 //! backward): `(x - mean) / sqrt(var + eps) * weight + bias` over the last
 //! dimension, biased variance as torch.nn.LayerNorm.
 
-use candle_core::{Module, Result, Tensor, D};
+use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 /// LayerNorm over the last dimension.
@@ -26,10 +26,7 @@ impl Module for LayerNorm {
     /// # Shapes
     /// - `x`: `[..., D]` -> `[..., D]`
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mean = x.mean_keepdim(D::Minus1)?;
-        let centred = x.broadcast_sub(&mean)?;
-        let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
-        let normed = centred.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+        let normed = crate::fused_cpu::normalise_last_dim(x, self.eps)?;
         normed.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)
     }
 }

@@ -3,7 +3,7 @@
 //! blocks with qkv bias, MLP ratio 4, exact GELU, LayerNorm eps 1e-6, and
 //! stochastic depth.
 
-use candle_core::{DType, Module, Result, Tensor, D};
+use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::linear::Linear;
@@ -120,8 +120,9 @@ impl Module for Attention {
         let k = qkv.get(1)?.contiguous()?;
         let v = qkv.get(2)?.contiguous()?;
         let attn = crate::autocast::matmul(&q, &k.t()?)?;
-        // Differentiable softmax (softmax_last_dim has no backward).
-        let attn = candle_nn::ops::softmax(&attn, D::Minus1)?;
+        // Differentiable softmax (candle's softmax_last_dim has no backward):
+        // fused on the CPU, a composition elsewhere.
+        let attn = crate::fused_cpu::softmax_last_dim(&attn)?;
         // Softmax above stays F32; both products follow the autocast scope.
         let out = crate::autocast::matmul(&attn, &v)?.transpose(1, 2)?.reshape((b, n, d))?;
         self.proj.forward(&out)
@@ -148,7 +149,7 @@ impl Module for Mlp {
     /// # Shapes
     /// - `x`: `[B, N, D]` -> `[B, N, D]`
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.fc2.forward(&self.fc1.forward(x)?.gelu_erf()?)
+        self.fc2.forward(&crate::fused_cpu::gelu_erf(&self.fc1.forward(x)?)?)
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::Result;
 use clap::Args;
 use srmae_model::autocast::{matmul, parse_precision, Autocast};
-use srmae_model::candle::{DType, Device, Module, Tensor, Var, D};
+use srmae_model::candle::{DType, Device, Module, Tensor, Var};
 use srmae_model::vit::{gather_tokens, Attention, Block, Mlp};
 use srmae_model::{norm::LayerNorm, sr_head::SrHead};
 
@@ -79,8 +79,8 @@ pub fn run(a: OpsArgs) -> Result<()> {
     let ops: Vec<(&str, Vec<usize>, OpFn)> = vec![
         ("matmul [BN,D]x[D,3D]", vec![b * n, d], Box::new(|x| matmul(x, &wqkv))),
         ("layernorm", vec![b, n, d], Box::new(|x| ln.forward(x))),
-        ("gelu_erf", vec![b, n, 4 * d], Box::new(|x| x.gelu_erf())),
-        ("softmax [B,H,N,N]", vec![b, h, n, n], Box::new(|x| candle_nn::ops::softmax(x, D::Minus1))),
+        ("gelu_erf", vec![b, n, 4 * d], Box::new(|x| srmae_model::fused_cpu::gelu_erf(x))),
+        ("softmax [B,H,N,N]", vec![b, h, n, n], Box::new(|x| srmae_model::fused_cpu::softmax_last_dim(x))),
         ("scores q@k^T", vec![b, h, n, d / h], Box::new(|x| matmul(x, &x.t()?))),
         ("attention", vec![b, n, d], Box::new(|x| attn.forward(x))),
         ("mlp", vec![b, n, d], Box::new(|x| mlp.forward(x))),

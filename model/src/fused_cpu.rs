@@ -1,0 +1,259 @@
+//! Fused CPU kernels, with their backward, for the three elementwise-heavy
+//! ops of a transformer block: exact GELU, softmax over the last dimension
+//! and LayerNorm's normalisation.
+//!
+//! candle writes these as compositions of 5–10 tensor ops, each a separate
+//! single-threaded pass over memory, forward and again (differently)
+//! backward; on the CPU they cost more than the block's matrix products
+//! (`srmae bench ops --device cpu`: GELU forward+backward 100 ms against the
+//! MLP's 60 ms of products, ViT-Ti shapes, batch 16). Here each op is one
+//! pass per direction, parallel over rows (rayon), as a candle `CustomOp`
+//! whose `bwd` is another fused op.
+//!
+//! Dispatch: the public functions use the fused kernels for contiguous F32
+//! tensors on the CPU and fall back to the differentiable compositions
+//! everywhere else (GPUs, other dtypes), so results never depend on which
+//! path ran beyond float rounding (tests compare both, values and
+//! gradients).
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor, D};
+use rayon::prelude::*;
+
+const SQRT_2: f64 = std::f64::consts::SQRT_2;
+/// 1 / sqrt(2π)
+const INV_SQRT_2PI: f64 = 0.398_942_280_401_432_7;
+
+fn fused(x: &Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == DType::F32 && x.rank() >= 1
+}
+
+/// The contiguous F32 slice of a CPU storage.
+fn slice<'a>(s: &'a CpuStorage, l: &Layout, op: &'static str) -> Result<&'a [f32]> {
+    let data = s.as_slice::<f32>()?;
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => candle_core::bail!("{op}: needs a contiguous input"),
+    }
+}
+
+/// Rows of the last dimension, in parallel: `f(row_in_a, row_in_b, row_out)`.
+fn rows2(a: &[f32], b: &[f32], n: usize, f: impl Fn(&[f32], &[f32], &mut [f32]) + Sync) -> Vec<f32> {
+    let mut out = vec![0f32; a.len()];
+    out.par_chunks_mut(n).zip(a.par_chunks(n)).zip(b.par_chunks(n)).for_each(|((o, x), y)| f(x, y, o));
+    out
+}
+
+// ---------------------------------------------------------------- GELU
+
+fn gelu(x: f32) -> f32 {
+    (0.5 * x as f64 * (1.0 + candle_core::cpu::erf::erf_f64(x as f64 / SQRT_2))) as f32
+}
+
+fn gelu_grad(x: f32) -> f32 {
+    let x = x as f64;
+    (0.5 * (1.0 + candle_core::cpu::erf::erf_f64(x / SQRT_2)) + x * INV_SQRT_2PI * (-0.5 * x * x).exp()) as f32
+}
+
+struct GeluErf;
+struct GeluErfGrad;
+
+impl CustomOp1 for GeluErf {
+    fn name(&self) -> &'static str {
+        "fused-gelu-erf"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = slice(s, l, self.name())?;
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(4096).zip(x.par_chunks(4096)).for_each(|(o, x)| o.iter_mut().zip(x).for_each(|(o, &v)| *o = gelu(v)));
+        Ok((CpuStorage::F32(out), l.shape().clone()))
+    }
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(arg.apply_op2_no_bwd(&grad.contiguous()?, &GeluErfGrad)?))
+    }
+}
+
+impl CustomOp2 for GeluErfGrad {
+    fn name(&self) -> &'static str {
+        "fused-gelu-erf-grad"
+    }
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (x, g) = (slice(s1, l1, self.name())?, slice(s2, l2, self.name())?);
+        let out = rows2(x, g, 4096, |x, g, o| o.iter_mut().zip(x.iter().zip(g)).for_each(|(o, (&x, &g))| *o = g * gelu_grad(x)));
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+/// Exact (erf) GELU.
+/// # Shapes
+/// - any -> the same
+pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
+    if fused(x) {
+        x.contiguous()?.apply_op1(GeluErf)
+    } else {
+        x.gelu_erf()
+    }
+}
+
+// ---------------------------------------------------------------- softmax
+
+struct Softmax;
+struct SoftmaxGrad;
+
+impl CustomOp1 for Softmax {
+    fn name(&self) -> &'static str {
+        "fused-softmax"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = slice(s, l, self.name())?;
+        let n = l.dims()[l.dims().len() - 1];
+        let out = rows2(x, x, n, |x, _, o| {
+            let m = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0f32;
+            for (o, &v) in o.iter_mut().zip(x) {
+                *o = (v - m).exp();
+                sum += *o;
+            }
+            o.iter_mut().for_each(|o| *o /= sum);
+        });
+        Ok((CpuStorage::F32(out), l.shape().clone()))
+    }
+    fn bwd(&self, _arg: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(res.apply_op2_no_bwd(&grad.contiguous()?, &SoftmaxGrad)?))
+    }
+}
+
+impl CustomOp2 for SoftmaxGrad {
+    fn name(&self) -> &'static str {
+        "fused-softmax-grad"
+    }
+    /// dx = y * (g - sum(g * y)) per row.
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (y, g) = (slice(s1, l1, self.name())?, slice(s2, l2, self.name())?);
+        let n = l1.dims()[l1.dims().len() - 1];
+        let out = rows2(y, g, n, |y, g, o| {
+            let dot: f32 = y.iter().zip(g).map(|(a, b)| a * b).sum();
+            o.iter_mut().zip(y.iter().zip(g)).for_each(|(o, (&y, &g))| *o = y * (g - dot));
+        });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+/// Softmax over the last dimension, differentiable.
+/// # Shapes
+/// - `[..., N]` -> `[..., N]`
+pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    if fused(x) {
+        x.contiguous()?.apply_op1(Softmax)
+    } else {
+        candle_nn::ops::softmax(x, D::Minus1)
+    }
+}
+
+// ---------------------------------------------------------------- LayerNorm
+
+/// (x - mean) / sqrt(var + eps) over the last dimension (no affine).
+struct Normalise(f32);
+struct NormaliseGrad(f32);
+
+fn moments(x: &[f32], eps: f32) -> (f32, f32) {
+    let n = x.len() as f32;
+    let mean = x.iter().sum::<f32>() / n;
+    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    (mean, 1.0 / (var + eps).sqrt())
+}
+
+impl CustomOp1 for Normalise {
+    fn name(&self) -> &'static str {
+        "fused-normalise"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = slice(s, l, self.name())?;
+        let n = l.dims()[l.dims().len() - 1];
+        let out = rows2(x, x, n, |x, _, o| {
+            let (mean, inv) = moments(x, self.0);
+            o.iter_mut().zip(x).for_each(|(o, &v)| *o = (v - mean) * inv);
+        });
+        Ok((CpuStorage::F32(out), l.shape().clone()))
+    }
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(arg.apply_op2_no_bwd(&grad.contiguous()?, &NormaliseGrad(self.0))?))
+    }
+}
+
+impl CustomOp2 for NormaliseGrad {
+    fn name(&self) -> &'static str {
+        "fused-normalise-grad"
+    }
+    /// dx = inv * (g - mean(g) - n * mean(g * n)), n the normalised row.
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (x, g) = (slice(s1, l1, self.name())?, slice(s2, l2, self.name())?);
+        let n = l1.dims()[l1.dims().len() - 1];
+        let out = rows2(x, g, n, |x, g, o| {
+            let (mean, inv) = moments(x, self.0);
+            let len = x.len() as f32;
+            let g_mean = g.iter().sum::<f32>() / len;
+            let gn_mean = x.iter().zip(g).map(|(&v, &g)| (v - mean) * inv * g).sum::<f32>() / len;
+            o.iter_mut().zip(x.iter().zip(g)).for_each(|(o, (&v, &g))| *o = inv * (g - g_mean - (v - mean) * inv * gn_mean));
+        });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+/// LayerNorm's normalisation, `(x - mean) / sqrt(var + eps)` over the last
+/// dimension (biased variance, as torch), without the affine part.
+/// # Shapes
+/// - `[..., D]` -> `[..., D]`
+pub fn normalise_last_dim(x: &Tensor, eps: f64) -> Result<Tensor> {
+    if fused(x) {
+        return x.contiguous()?.apply_op1(Normalise(eps as f32));
+    }
+    let mean = x.mean_keepdim(D::Minus1)?;
+    let centred = x.broadcast_sub(&mean)?;
+    let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
+    centred.broadcast_div(&(var + eps)?.sqrt()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    }
+
+    /// Each fused op against its composition: values and input gradients
+    /// under a non-uniform upstream gradient.
+    #[test]
+    fn fused_ops_match_their_compositions() {
+        let dev = Device::Cpu;
+        let x = Var::from_tensor(&(Tensor::randn(0f32, 1.0, (3, 5, 37), &dev).unwrap() * 3.0).unwrap()).unwrap();
+        let g = Tensor::randn(0f32, 1.0, (3, 5, 37), &dev).unwrap();
+        type Op = fn(&Tensor) -> Result<Tensor>;
+        let cases: [(&str, Op, Op); 3] = [
+            ("gelu", gelu_erf, |x| x.gelu_erf()),
+            ("softmax", softmax_last_dim, |x| candle_nn::ops::softmax(x, D::Minus1)),
+            ("normalise", |x| normalise_last_dim(x, 1e-6), |x| {
+                let mean = x.mean_keepdim(D::Minus1)?;
+                let c = x.broadcast_sub(&mean)?;
+                c.broadcast_div(&(c.sqr()?.mean_keepdim(D::Minus1)? + 1e-6)?.sqrt()?)
+            }),
+        ];
+        for (name, ours, reference) in cases {
+            let (a, b) = (ours(x.as_tensor()).unwrap(), reference(x.as_tensor()).unwrap());
+            assert!(max_diff(&a, &b) < 1e-5, "{name} forward: {}", max_diff(&a, &b));
+            let ga = (a * &g).unwrap().sum_all().unwrap().backward().unwrap();
+            let gb = (b * &g).unwrap().sum_all().unwrap().backward().unwrap();
+            let (ga, gb) = (ga.get(x.as_tensor()).unwrap(), gb.get(x.as_tensor()).unwrap());
+            assert!(max_diff(ga, gb) < 1e-4, "{name} backward: {}", max_diff(ga, gb));
+        }
+    }
+
+    #[test]
+    fn non_contiguous_input_is_made_contiguous() {
+        let x = Tensor::randn(0f32, 1.0, (4, 6), &Device::Cpu).unwrap().t().unwrap();
+        let a = softmax_last_dim(&x).unwrap();
+        let b = candle_nn::ops::softmax(&x, D::Minus1).unwrap();
+        assert!(max_diff(&a, &b) < 1e-6);
+    }
+}
