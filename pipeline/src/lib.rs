@@ -13,6 +13,7 @@ pub mod config;
 pub mod loader;
 pub mod metrics;
 pub mod order;
+pub mod planar;
 pub mod rng;
 pub mod sample;
 pub mod transforms;

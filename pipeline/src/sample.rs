@@ -9,10 +9,11 @@ use std::time::Instant;
 use fast_image_resize::{images::Image, images::ImageRef, FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use srmae_datasets::format::decode::{decode_record, payload};
 use srmae_datasets::format::reader::RecordRef;
+use srmae_datasets::jpeg::JpegDecoder;
 use srmae_datasets::Encoding;
 
 use crate::augment::{Augment, CropBox, Plan};
-use srmae_datasets::jpeg::JpegDecoder;
+use crate::planar::deinterleave_rgb_row;
 use crate::rng::SampleRng;
 
 /// Nanoseconds spent per stage (accumulated by the worker).
@@ -198,15 +199,7 @@ pub fn write_chw(src: &[u8], src_c: u8, size: usize, flip: bool, out_c: u8, out:
                 let (r, rest) = out.split_at_mut(plane);
                 let (g, b) = rest.split_at_mut(plane);
                 let (r, g, b) = (&mut r[o..o + size], &mut g[o..o + size], &mut b[o..o + size]);
-                if flip {
-                    for (x, px) in row.chunks_exact(3).rev().enumerate() {
-                        (r[x], g[x], b[x]) = (px[0], px[1], px[2]);
-                    }
-                } else {
-                    for (x, px) in row.chunks_exact(3).enumerate() {
-                        (r[x], g[x], b[x]) = (px[0], px[1], px[2]);
-                    }
-                }
+                deinterleave_rgb_row(row, r, g, b, flip);
             }
             (1, _) => {
                 for c in 0..out_c as usize {

@@ -4,6 +4,7 @@
 //! (`PatchLayout`), so batch buffers are allocated once; new methods plug in
 //! by implementing `PatchTransform`, without touching the loader stages.
 
+mod area;
 mod beit;
 mod mae;
 mod simmim;
