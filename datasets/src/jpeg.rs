@@ -21,6 +21,8 @@ pub struct CropBox {
 /// A TurboJPEG decompressor (one per worker thread).
 pub struct JpegDecoder {
     handle: raw::tjhandle,
+    /// Colour JPEGs decode to 4 bytes per pixel (RGB + one padding byte).
+    rgbx: bool,
 }
 
 // The handle is used by one thread at a time (owned by a worker).
@@ -78,7 +80,7 @@ impl JpegDecoder {
         if handle.is_null() {
             return Err("cannot initialise libjpeg-turbo".into());
         }
-        let d = JpegDecoder { handle };
+        let d = JpegDecoder { handle, rgbx: false };
         // Refuse absurd sizes (records are validated at pack time already).
         unsafe { raw::tj3Set(d.handle, raw::TJPARAM_TJPARAM_MAXPIXELS as i32, 1 << 28) };
         Ok(d)
@@ -118,6 +120,13 @@ impl JpegDecoder {
         }
     }
 
+    /// Decode colour JPEGs as RGBX (4 bytes per pixel, the fourth unspecified;
+    /// `DecodedRegion::channels` is then 4) instead of RGB. Free in
+    /// libjpeg-turbo, and 4-byte pixels resize faster than 3-byte ones.
+    pub fn set_rgbx(&mut self, on: bool) {
+        self.rgbx = on;
+    }
+
     /// Treat libjpeg warnings (e.g. a truncated stream, which it would fill
     /// with grey) as errors. The packer validates with this on.
     pub fn set_stop_on_warning(&mut self, on: bool) {
@@ -125,7 +134,7 @@ impl JpegDecoder {
     }
 
     /// Decodes the whole image at scale `num`/8 into `buf` (grey or RGB as the
-    /// JPEG is); returns (width, height, channels).
+    /// JPEG is, RGBX with `set_rgbx`); returns (width, height, channels).
     pub fn decode_scaled(&mut self, data: &[u8], hdr: &JpegHeader, num: u32, buf: &mut Vec<u8>) -> Result<(u32, u32, u8), String> {
         let full = CropBox {
             left: 0.0,
@@ -194,8 +203,11 @@ impl JpegDecoder {
             (0, sw, 0, sh)
         };
         let (rw, rh) = (x1 - x0, y1 - y0);
-        let channels: u8 = if hdr.grey { 1 } else { 3 };
-        let pf = if hdr.grey { raw::TJPF_TJPF_GRAY } else { raw::TJPF_TJPF_RGB };
+        let (channels, pf): (u8, _) = match (hdr.grey, self.rgbx) {
+            (true, _) => (1, raw::TJPF_TJPF_GRAY),
+            (false, false) => (3, raw::TJPF_TJPF_RGB),
+            (false, true) => (4, raw::TJPF_TJPF_RGBX),
+        };
         unsafe {
             // libjpeg-turbo lists its factors in lowest terms (1/1, 3/4, 1/2, ...).
             let g = gcd(num, 8);

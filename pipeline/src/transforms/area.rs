@@ -9,7 +9,7 @@
 /// `side` must be a multiple of `factor`; `acc` is scratch (reused, no
 /// allocation in steady state).
 pub fn area_downsample(image: &[u8], channels: usize, side: usize, factor: usize, acc: &mut Vec<u16>, out: &mut Vec<u8>) {
-    assert!(factor > 0 && side % factor == 0, "side {side} is not a multiple of factor {factor}");
+    assert!(factor > 0 && side.is_multiple_of(factor), "side {side} is not a multiple of factor {factor}");
     assert!(image.len() >= channels * side * side, "image of {} bytes for {channels}x{side}x{side}", image.len());
     assert!(factor <= 16, "factor {factor}: block sums would overflow u16");
     let r = side / factor;
