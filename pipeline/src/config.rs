@@ -44,13 +44,22 @@ pub struct LoaderConfig {
     pub fast_decode: bool,
     /// Verify each record's CRC-32C when reading it.
     pub verify_checksums: bool,
-    /// Unmap each record's pages after use, so that RSS stays flat however
-    /// large the dataset (the page cache still holds them).
+    /// Unmap shard pages after use, so that RSS stays flat however large the
+    /// dataset (the page cache still holds them): the pages read are dropped
+    /// together whenever they exceed `mapped_budget_mib`.
     pub release_pages: bool,
+    /// Most shard pages (MiB) kept mapped between releases; a dataset smaller
+    /// than this stays mapped. 0 drops the pages after (almost) every record.
+    #[serde(default = "default_mapped_budget_mib")]
+    pub mapped_budget_mib: u64,
     /// Very-low-resolution protocol: each image is downsampled to this side
     /// after the crop and upsampled back to the output size.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub low_res: Option<u32>,
+}
+
+fn default_mapped_budget_mib() -> u64 {
+    256
 }
 
 impl LoaderConfig {
@@ -75,6 +84,7 @@ impl LoaderConfig {
             fast_decode: false,
             verify_checksums: true,
             release_pages: true,
+            mapped_budget_mib: default_mapped_budget_mib(),
             low_res: None,
         }
     }

@@ -26,6 +26,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crossbeam::channel::{bounded, unbounded, Receiver, Sender};
+use srmae_datasets::format::residency::MappedBudget;
 use srmae_datasets::PackedDataset;
 
 use crate::batch::{Batch, BatchData};
@@ -52,6 +53,8 @@ pub enum LoaderError {
 /// What workers share.
 struct Shared {
     ds: Arc<PackedDataset>,
+    /// Shard pages mapped since the last release (`cfg.release_pages`).
+    mapped: MappedBudget,
     cfg: LoaderConfig,
     order: Vec<u64>,
     transform: Option<Box<dyn PatchTransform>>,
@@ -136,6 +139,7 @@ impl Loader {
         }
         let (ready_tx, ready_rx) = unbounded();
         let shared = Arc::new(Shared {
+            mapped: MappedBudget::new(ds.shards(), cfg.mapped_budget_mib << 20),
             ds,
             cfg,
             order,
@@ -298,11 +302,11 @@ fn fill_batch(s: &Shared, proc: &mut SampleProcessor, k: u64) -> Result<Batch, L
             let rng_index = id ^ (attempt << 48);
             let mut rng = SampleRng::new(cfg.seed, cfg.epoch, rng_index, Purpose::Augment);
             let tf = Instant::now();
-            let rec = s
-                .ds
-                .locate(id)
-                .and_then(|(shard, local)| s.ds.shards()[shard].record(local, cfg.verify_checksums))
-                .map_err(|e| e.to_string());
+            let located = s.ds.locate(id);
+            let rec = located
+                .as_ref()
+                .map_err(|e| e.to_string())
+                .and_then(|&(shard, local)| s.ds.shards()[shard].record(local, cfg.verify_checksums).map_err(|e| e.to_string()));
             t.fetch += tf.elapsed().as_nanos() as u64;
             let out = &mut data.images[i * img_len..(i + 1) * img_len];
             let done = rec.and_then(|r| {
@@ -311,8 +315,8 @@ fn fill_batch(s: &Shared, proc: &mut SampleProcessor, k: u64) -> Result<Batch, L
             });
             match done {
                 Ok(label) => {
-                    if cfg.release_pages {
-                        s.ds.release(id);
+                    if let (true, Ok((shard, local))) = (cfg.release_pages, &located) {
+                        s.mapped.note_read(s.ds.shards(), *shard, *local);
                     }
                     data.labels[i] = label;
                     data.sample_ids[i] = id;

@@ -5,6 +5,7 @@ pub mod decode;
 pub mod layout;
 pub mod manifest;
 pub mod reader;
+pub mod residency;
 pub mod writer;
 
 #[cfg(test)]

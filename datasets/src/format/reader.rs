@@ -16,8 +16,10 @@ use crate::error::{Error, Result};
 /// index entry is treated as corruption rather than an allocation request.
 pub const MAX_RECORD_BYTES: u64 = 1 << 30;
 
-/// Linux's default `fault_around_bytes`.
-const FAULT_AROUND_BYTES: usize = 2 << 20;
+/// The kernel maps up to this much around a faulting page of a file mapping
+/// (fault-around; with large page-cache folios up to 2 MiB), so releasing a
+/// record's pages means releasing the aligned windows of this size it touches.
+pub const WINDOW_BYTES: usize = 2 << 20;
 
 /// An open, validated shard.
 pub struct Shard {
@@ -186,19 +188,34 @@ impl Shard {
     /// (`madvise(MADV_DONTNEED)`): the data stays in the page cache, but no
     /// longer counts in this process's resident set, so streaming a dataset
     /// larger than memory keeps RSS flat. A later read faults the pages back
-    /// in from the page cache.
+    /// in from the page cache. `residency::MappedBudget` batches this.
     pub fn release(&self, i: u64) {
+        if let Some((first, end)) = self.windows_of(i) {
+            self.release_windows(first, end - first);
+        }
+    }
+
+    /// The fault-around windows (`WINDOW_BYTES` each, aligned) that reading
+    /// local record `i` maps: `first..end`; `None` if there is no such record.
+    pub fn windows_of(&self, i: u64) -> Option<(usize, usize)> {
         if i >= self.header.record_count {
-            return;
+            return None;
         }
         let e = self.entry(i);
-        // The kernel maps up to 64 KiB around a faulting page ("fault-around"),
-        // so release the aligned 64 KiB windows the record touches, not just
-        // its own pages.
-        let page = FAULT_AROUND_BYTES;
-        let start = e.offset as usize / page * page;
-        let end = (e.offset as usize + e.stored_len as usize).div_ceil(page) * page;
-        let end = end.min(self.map.len());
+        let first = e.offset as usize / WINDOW_BYTES;
+        let end = (e.offset as usize + e.stored_len as usize).div_ceil(WINDOW_BYTES).max(first + 1);
+        Some((first, end.min(self.num_windows())))
+    }
+
+    /// Fault-around windows in the mapping.
+    pub fn num_windows(&self) -> usize {
+        self.map.len().div_ceil(WINDOW_BYTES)
+    }
+
+    /// Drops this process's mapping of windows `first..first + count`.
+    pub fn release_windows(&self, first: usize, count: usize) {
+        let start = (first * WINDOW_BYTES).min(self.map.len());
+        let end = ((first + count) * WINDOW_BYTES).min(self.map.len());
         if end > start {
             // SAFETY: a read-only, file-backed, shared mapping: dropped pages are
             // re-read from the file on the next access, so no data is lost and
