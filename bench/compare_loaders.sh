@@ -17,6 +17,8 @@
 #
 # Environment (defaults): THREADS=2 BATCH=64 RUNS=2 EPOCHS=2 SRMAE=target/release/srmae
 #   SKIP_PEERS=1 re-times srmae only and reuses WORKDIR/peers/aggregate.jsonl
+#   ONLY=ffcv (or "ffcv torch", ...) is passed to run_peers.sh: measure only those peers
+#   SKIP_APT=1 (run_peers.sh) when FFCV's native build deps are already installed
 #   PEERS_DIR=../shared/bench (holds run_peers.sh and peer_torch_loader.py)
 set -euo pipefail
 if [ $# -lt 1 ] || [ ! -d "$1" ]; then
