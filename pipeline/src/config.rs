@@ -48,8 +48,9 @@ pub struct LoaderConfig {
     /// dataset (the page cache still holds them): the pages read are dropped
     /// together whenever they exceed `mapped_budget_mib`.
     pub release_pages: bool,
-    /// Most shard pages (MiB) kept mapped between releases; a dataset smaller
-    /// than this stays mapped. 0 drops the pages after (almost) every record.
+    /// Most shard pages (MiB) kept mapped between releases (a budget shared
+    /// by all loaders of one dataset); a dataset smaller than this stays
+    /// mapped. 0 drops the pages after (almost) every record.
     #[serde(default = "default_mapped_budget_mib")]
     pub mapped_budget_mib: u64,
     /// Very-low-resolution protocol: each image is downsampled to this side
@@ -59,7 +60,7 @@ pub struct LoaderConfig {
 }
 
 fn default_mapped_budget_mib() -> u64 {
-    256
+    srmae_datasets::format::dataset::DEFAULT_MAPPED_BUDGET >> 20
 }
 
 impl LoaderConfig {

@@ -26,7 +26,6 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crossbeam::channel::{bounded, unbounded, Receiver, Sender};
-use srmae_datasets::format::residency::MappedBudget;
 use srmae_datasets::PackedDataset;
 
 use crate::batch::{Batch, BatchData};
@@ -53,8 +52,6 @@ pub enum LoaderError {
 /// What workers share.
 struct Shared {
     ds: Arc<PackedDataset>,
-    /// Shard pages mapped since the last release (`cfg.release_pages`).
-    mapped: MappedBudget,
     cfg: LoaderConfig,
     order: Vec<u64>,
     transform: Option<Box<dyn PatchTransform>>,
@@ -138,8 +135,9 @@ impl Loader {
             token_tx.send(()).expect("fresh channel");
         }
         let (ready_tx, ready_rx) = unbounded();
+        // The budget lives with the dataset, so it holds across epochs' loaders.
+        ds.mapped().set_budget(cfg.mapped_budget_mib.saturating_mul(1 << 20));
         let shared = Arc::new(Shared {
-            mapped: MappedBudget::new(ds.shards(), cfg.mapped_budget_mib << 20),
             ds,
             cfg,
             order,
@@ -316,7 +314,7 @@ fn fill_batch(s: &Shared, proc: &mut SampleProcessor, k: u64) -> Result<Batch, L
             match done {
                 Ok(label) => {
                     if let (true, Ok((shard, local))) = (cfg.release_pages, &located) {
-                        s.mapped.note_read(s.ds.shards(), *shard, *local);
+                        s.ds.mapped().note_read(s.ds.shards(), *shard, *local);
                     }
                     data.labels[i] = label;
                     data.sample_ids[i] = id;

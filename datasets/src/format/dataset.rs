@@ -6,7 +6,12 @@ use std::path::{Path, PathBuf};
 use super::decode::{decode_record, DecodedImage};
 use super::manifest::Manifest;
 use super::reader::{RecordRef, Shard};
+use super::residency::MappedBudget;
 use crate::error::{Error, Result};
+
+/// Mapped shard pages kept between bulk releases unless a loader sets another
+/// budget (`PackedDataset::mapped`).
+pub const DEFAULT_MAPPED_BUDGET: u64 = 256 << 20;
 
 /// An open packed dataset.
 pub struct PackedDataset {
@@ -16,6 +21,9 @@ pub struct PackedDataset {
     /// Global index of each shard's first record, ascending.
     starts: Vec<u64>,
     verify_checksums: bool,
+    /// Shard pages mapped by reads since the last release, shared by every
+    /// loader of this dataset (RSS is per process).
+    mapped: MappedBudget,
 }
 
 impl PackedDataset {
@@ -53,6 +61,7 @@ impl PackedDataset {
         Ok(PackedDataset {
             dir: dir.to_path_buf(),
             manifest,
+            mapped: MappedBudget::new(&shards, DEFAULT_MAPPED_BUDGET),
             shards,
             starts,
             verify_checksums: true,
@@ -108,6 +117,19 @@ impl PackedDataset {
     pub fn release(&self, index: u64) {
         if let Ok((s, local)) = self.locate(index) {
             self.shards[s].release(local);
+        }
+    }
+
+    /// The budget of mapped shard pages (`note_read` marks, releases in bulk).
+    pub fn mapped(&self) -> &MappedBudget {
+        &self.mapped
+    }
+
+    /// Notes that record `index` was read, for the mapped-page budget: when
+    /// the pages read since the last release exceed it, they are all released.
+    pub fn note_read(&self, index: u64) {
+        if let Ok((s, local)) = self.locate(index) {
+            self.mapped.note_read(&self.shards, s, local);
         }
     }
 

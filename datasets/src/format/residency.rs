@@ -20,7 +20,7 @@ pub struct MappedBudget {
     marks: Vec<Vec<AtomicU64>>,
     /// Windows marked since the last release (approximate under races).
     marked: AtomicU64,
-    budget_windows: u64,
+    budget_windows: AtomicU64,
     releases: AtomicU64,
 }
 
@@ -30,9 +30,15 @@ impl MappedBudget {
         MappedBudget {
             marks: shards.iter().map(|s| (0..s.num_windows().div_ceil(64)).map(|_| AtomicU64::new(0)).collect()).collect(),
             marked: AtomicU64::new(0),
-            budget_windows: (budget_bytes / WINDOW_BYTES as u64).max(1),
+            budget_windows: AtomicU64::new(windows(budget_bytes)),
             releases: AtomicU64::new(0),
         }
+    }
+
+    /// Changes the budget (bytes, at least one window); takes effect at the
+    /// next read.
+    pub fn set_budget(&self, budget_bytes: u64) {
+        self.budget_windows.store(windows(budget_bytes), Relaxed);
     }
 
     /// Notes that local record `local` of `shards[shard]` was read; drops the
@@ -49,9 +55,10 @@ impl MappedBudget {
                 new += 1;
             }
         }
-        if new > 0 && self.marked.fetch_add(new, Relaxed) + new > self.budget_windows {
+        let budget = self.budget_windows.load(Relaxed);
+        if new > 0 && self.marked.fetch_add(new, Relaxed) + new > budget {
             // Only the thread that takes the count past the budget releases.
-            if self.marked.swap(0, AcqRel) > self.budget_windows {
+            if self.marked.swap(0, AcqRel) > budget {
                 self.release_marked(shards);
             }
         }
@@ -59,6 +66,7 @@ impl MappedBudget {
 
     /// Drops every marked window, one `madvise` per run of adjacent windows.
     pub fn release_marked(&self, shards: &[Shard]) {
+        self.marked.store(0, Relaxed);
         for (marks, s) in self.marks.iter().zip(shards) {
             let mut run: Option<(usize, usize)> = None; // (first, count)
             for (k, word) in marks.iter().enumerate() {
@@ -93,6 +101,10 @@ impl MappedBudget {
     pub fn marked_windows(&self) -> u64 {
         self.marks.iter().flatten().map(|w| w.load(Relaxed).count_ones() as u64).sum()
     }
+}
+
+fn windows(budget_bytes: u64) -> u64 {
+    (budget_bytes / WINDOW_BYTES as u64).max(1)
 }
 
 #[cfg(test)]
@@ -156,6 +168,13 @@ mod tests {
         }
         assert_eq!(budget.releases(), 0);
         assert_eq!(budget.marked_windows(), shard.num_windows() as u64);
+        budget.release_marked(shards);
+        assert_eq!((budget.releases(), budget.marked_windows()), (1, 0));
+        budget.set_budget(0); // one window
+        budget.note_read(shards, 0, 0);
+        assert_eq!(budget.releases(), 1, "one window fits");
+        budget.note_read(shards, 0, 5);
+        assert_eq!(budget.releases(), 2, "a smaller budget applies at the next read");
         budget.note_read(shards, 1, 0); // no such shard: ignored
         budget.note_read(shards, 0, 99); // no such record: ignored
     }
