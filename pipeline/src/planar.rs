@@ -71,6 +71,18 @@ mod ssse3 {
         _mm_loadu_si128(m.as_ptr() as *const __m128i)
     }
 
+    /// Stores block `k` (16 bytes of one plane of an `n`-pixel row): at
+    /// `16k`, or reversed at `n - 16(k + 1)` when mirrored.
+    #[inline]
+    #[target_feature(enable = "ssse3")]
+    unsafe fn store_block(plane: *mut u8, out: __m128i, k: usize, n: usize, flip: bool, reverse: __m128i) {
+        if flip {
+            _mm_storeu_si128(plane.add(n - 16 * (k + 1)) as *mut __m128i, _mm_shuffle_epi8(out, reverse));
+        } else {
+            _mm_storeu_si128(plane.add(16 * k) as *mut __m128i, out);
+        }
+    }
+
     /// Converts whole blocks of 16 pixels; returns how many pixels it wrote
     /// (the scalar loop does the rest, also when mirrored: the blocks cover
     /// source pixels `0..done`, i.e. destination `n - done..n`, so the scalar
@@ -86,17 +98,11 @@ mod ssse3 {
             let src = row.as_ptr().add(48 * k) as *const __m128i;
             let v = [_mm_loadu_si128(src), _mm_loadu_si128(src.add(1)), _mm_loadu_si128(src.add(2))];
             for (plane, m) in planes.iter().zip(&masks) {
-                let mut out = _mm_or_si128(
+                let out = _mm_or_si128(
                     _mm_or_si128(_mm_shuffle_epi8(v[0], m[0]), _mm_shuffle_epi8(v[1], m[1])),
                     _mm_shuffle_epi8(v[2], m[2]),
                 );
-                let at = if flip {
-                    out = _mm_shuffle_epi8(out, reverse);
-                    n - 16 * (k + 1)
-                } else {
-                    16 * k
-                };
-                _mm_storeu_si128(plane.add(at) as *mut __m128i, out);
+                store_block(*plane, out, k, n, flip, reverse);
             }
         }
         16 * blocks
@@ -123,14 +129,8 @@ mod ssse3 {
                 (g.as_mut_ptr(), _mm_unpackhi_epi64(rg01, rg23)),
                 (b.as_mut_ptr(), _mm_unpacklo_epi64(bx01, bx23)),
             ];
-            for (plane, mut out) in planes {
-                let at = if flip {
-                    out = _mm_shuffle_epi8(out, reverse);
-                    n - 16 * (k + 1)
-                } else {
-                    16 * k
-                };
-                _mm_storeu_si128(plane.add(at) as *mut __m128i, out);
+            for (plane, out) in planes {
+                store_block(plane, out, k, n, flip, reverse);
             }
         }
         16 * blocks
