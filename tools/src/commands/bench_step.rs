@@ -154,6 +154,7 @@ fn time_steps(cfg: &SrmaeConfig, b: usize, steps: usize, dev: &Device, precision
 }
 
 pub fn run(a: StepArgs) -> Result<()> {
+    crate::alloc::keep_freed_memory();
     let dev = crate::device::parse_device(&a.device)?;
     let precision = parse_precision(&a.precision).map_err(anyhow::Error::msg)?;
     let (cfg, name) = match a.model.as_str() {

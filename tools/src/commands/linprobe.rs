@@ -74,6 +74,7 @@ fn features(model: &VitClassifier, ds: &Arc<PackedDataset>, cfg: LoaderConfig, n
 }
 
 pub fn run(a: LinprobeArgs) -> Result<()> {
+    crate::alloc::keep_freed_memory();
     let recipe = load_recipe(&a.recipe, &a.overrides, &a.data, &a.val, a.threads)?;
     let dev = crate::device::parse_device(&a.device)?;
     let ds = Arc::new(PackedDataset::open(&recipe.data.train).with_context(|| format!("opening {}", recipe.data.train.display()))?);

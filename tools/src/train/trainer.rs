@@ -138,6 +138,7 @@ impl<'a> Trainer<'a> {
 
     /// Trains from optimiser step `start` to the end of the recipe.
     pub fn run<T: TrainTask>(&mut self, task: &T, start: u64) -> Result<Ended> {
+        crate::alloc::keep_freed_memory();
         let o = &self.recipe.optim;
         let accum = o.accum_iter as u64;
         let batches = Loader::new(self.ds.clone(), self.loader.clone())?.num_batches();
