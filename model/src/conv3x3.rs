@@ -117,7 +117,7 @@ impl Conv3x3 {
             let dense = a.matmul(&wk)?.reshape((hw, hw, c, c_out))?.permute((0, 2, 1, 3))?.reshape((hw * c, hw * c_out))?;
             let y = crate::autocast::matmul(&x.reshape((n, hw * c))?, &dense)?.reshape((n, h, w, c_out))?;
             return match self.conv.bias() {
-                Some(b) => y.broadcast_add(b),
+                Some(b) => crate::row_broadcast::add_rows(&y, b),
                 None => Ok(y),
             };
         }
@@ -129,7 +129,7 @@ impl Conv3x3 {
         let wmat = weight.permute((2, 3, 1, 0))?.reshape((9 * c, c_out))?;
         let y = crate::autocast::matmul(&cols, &wmat)?; // [N*H*W, C_out]
         let y = match self.conv.bias() {
-            Some(b) => y.broadcast_add(b)?,
+            Some(b) => crate::row_broadcast::add_rows(&y, b)?,
             None => y,
         };
         y.reshape((n, h, w, c_out))

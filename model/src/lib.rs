@@ -23,6 +23,7 @@ pub mod norm;
 pub mod optim;
 pub mod patchify;
 pub mod pos_embed;
+pub mod row_broadcast;
 pub mod schedule;
 pub mod sr_head;
 pub mod srmae;

@@ -36,7 +36,7 @@ impl Module for Linear {
         let rows = x.elem_count() / inp.max(1);
         let y = crate::autocast::matmul(&x.reshape((rows, inp))?, &self.weight.t()?)?;
         let y = match &self.bias {
-            Some(b) => y.broadcast_add(b)?,
+            Some(b) => crate::row_broadcast::add_rows(&y, b)?,
             None => y,
         };
         let mut out = dims;

@@ -91,7 +91,7 @@ impl MaeDecoder {
             parts.push(self.mask_token.broadcast_as((b, l - k, dd))?.contiguous()?);
         }
         let full = gather_tokens(&Tensor::cat(&parts, 1)?, restore)?;
-        let x = Tensor::cat(&[cls, &full], 1)?.broadcast_add(&self.pos_embed)?;
+        let x = crate::row_broadcast::add_rows(&Tensor::cat(&[cls, &full], 1)?, &self.pos_embed)?;
         let x = self.blocks.forward(&x, train)?;
         x.narrow(1, 1, l)
     }

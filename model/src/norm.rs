@@ -27,6 +27,6 @@ impl Module for LayerNorm {
     /// - `x`: `[..., D]` -> `[..., D]`
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let normed = crate::fused_cpu::normalise_last_dim(x, self.eps)?;
-        normed.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)
+        crate::row_broadcast::add_rows(&crate::row_broadcast::mul_rows(&normed, &self.weight)?, &self.bias)
     }
 }

@@ -126,10 +126,11 @@ impl Srmae {
     /// # Shapes
     /// - `clue_pixels`: `[B, Kc, C*r*r]`, `clue_ids`: `[B, Kc]`, `pos`: `[1, 1+L, D]` -> `[B, Kc, D]`
     fn clue_tokens(&self, clue_pixels: &Tensor, clue_ids: &Tensor, pos: &Tensor) -> Result<Tensor> {
-        let b = clue_pixels.dim(0)?;
-        let l = pos.dim(1)? - 1;
-        let pos = pos.narrow(1, 1, l)?.broadcast_as((b, l, pos.dim(2)?))?.contiguous()?;
-        self.clue_embed.forward(clue_pixels)?.add(&gather_tokens(&pos, clue_ids)?)?.broadcast_add(&self.lowres_type)
+        let (b, kc) = clue_ids.dims2()?;
+        let (l, d) = (pos.dim(1)? - 1, pos.dim(2)?);
+        // [B*Kc, D] rows of the patch positions (backward: one index-add into [L, D])
+        let pos = pos.narrow(1, 1, l)?.reshape((l, d))?.index_select(&clue_ids.flatten_all()?, 0)?.reshape((b, kc, d))?;
+        crate::row_broadcast::add_rows(&self.clue_embed.forward(clue_pixels)?.add(&pos)?, &self.lowres_type)
     }
 
     /// # Shapes: see `SrmaeInputs`; `pred` is `[B, L, p*p*C]`.

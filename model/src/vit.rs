@@ -279,7 +279,7 @@ impl VitEncoder {
     /// - `patches`: `[B, L, p*p*C]` (normalised pixels) -> `[B, L, D]`
     pub fn embed(&self, patches: &Tensor) -> Result<Tensor> {
         let l = patches.dim(1)?;
-        self.patch_embed.forward(patches)?.broadcast_add(&self.pos_embed.narrow(1, 1, l)?)
+        crate::row_broadcast::add_rows(&self.patch_embed.forward(patches)?, &self.pos_embed.narrow(1, 1, l)?)
     }
 
     /// Prepends the cls token (with its position embedding) and runs the blocks.
