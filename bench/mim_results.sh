@@ -6,7 +6,10 @@
 #
 # (bench/fmnist_results.sh and bench/photo_results.sh set TASK.)
 # Environment: SEEDS ("0 1 2"), PRETRAIN_EPOCHS, FINETUNE_EPOCHS, VLR (the
-# fine-tune-at-low-resolution side), SRMAE (target/release/srmae).
+# fine-tune-at-low-resolution side), MODES ("full vlr": which fine-tunings),
+# SRMAE (target/release/srmae). Pretraining checkpoints already in
+# OUT/seedN/{srmae,mae}-pre are reused (a longer fine-tuning of the same
+# encoders: link them into a new OUT and set FINETUNE_EPOCHS).
 #
 # fmnist: TRAIN_IMAGES (10000: the first N training images are used for
 #   pretraining and fine-tuning), 3 pretraining / 2 fine-tuning epochs, VLR 7,
@@ -67,7 +70,7 @@ for seed in $SEEDS; do
   done
   for arm in srmae mae scratch; do
     if [ $arm = scratch ]; then init=(--scratch); else init=(--init $S/$arm-pre/checkpoint.safetensors); fi
-    for mode in full vlr; do
+    for mode in ${MODES:-full vlr}; do
       d=$S/$arm-ft-$mode
       [ -f $d/eval.json ] && continue
       extra=(); evalres=(--test-res $RES)
@@ -92,3 +95,7 @@ for seed in $SEEDS; do
   $SRMAE plot --out $S/lowres.png $S/srmae-ft-full/eval.json=SRMAE $S/mae-ft-full/eval.json=MAE $S/scratch-ft-full/eval.json=scratch
 done
 if [ $TASK = photos32 ]; then python3 bench/summarize_results.py "$OUT" "the 2,025 photo-corpus test crops"; else python3 bench/summarize_results.py "$OUT"; fi
+M=$OUT/mean
+$SRMAE plot --out $OUT/lowres-mean.png --title "top-1 vs test resolution (mean over seeds)" \
+  $M/srmae-ft.json="SRMAE fine-tuned" $M/mae-ft.json="MAE fine-tuned" $M/scratch-ft.json="scratch" \
+  $M/srmae-lp.json="SRMAE linear probe" $M/mae-lp.json="MAE linear probe"

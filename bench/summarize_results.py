@@ -5,6 +5,8 @@
     python3 bench/summarize_results.py runs/results-photos "the 2,025 photo-corpus test crops"
 
 Mean ± sample std over the seeds present (n is shown); top-1 in percent.
+Also writes ROOT/mean/{arm}-{ft,lp}.json: the means in `srmae eval`'s
+eval.json layout (plus "std" and "seeds"), which `srmae plot` draws.
 """
 import glob
 import json
@@ -54,6 +56,14 @@ def main(root, test_set="the 10,000 Fashion-MNIST test images"):
             if all(c == "—" for c in cells):
                 continue
             print(f"| {arm} | {proto} | " + " | ".join(cells) + " |")
+    os.makedirs(os.path.join(root, "mean"), exist_ok=True)
+    for arm in arms:
+        for proto, short in (("fine-tune", "ft"), ("linear probe", "lp")):
+            rows = [{"res": r, "top1": statistics.mean(v), "std": statistics.stdev(v) if len(v) > 1 else 0.0, "seeds": len(v)}
+                    for r in res for v in [table.get((arm, proto, r), [])] if v]
+            if rows:
+                with open(os.path.join(root, "mean", f"{arm}-{short}.json"), "w") as f:
+                    json.dump({"protocol": proto, "arm": arm, "results": rows}, f, indent=1)
     psnr = [load(os.path.join(s, "srmae-pre", "psnr", "sr_quality.json")) for s in seeds]
     psnr = [p for p in psnr if p]
     if psnr:
