@@ -66,6 +66,14 @@ fn main() -> anyhow::Result<()> {
         // SAFETY: single-threaded here, before any thread is started.
         unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
     }
+    // candle's elementwise thread pool spins 25,000 times before parking a
+    // worker between ops, taking cores from the matmul (rayon) and loader
+    // threads: 1,000 cuts a CPU pretraining step's CPU time by 10-20 % with
+    // the same or better wall time (photos32, 2 cores, A/B with perf stat).
+    if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
+        // SAFETY: as above.
+        unsafe { std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", "1000") };
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
