@@ -6,7 +6,10 @@
 #   bench/photo_factor_ablation.sh [OUT] [VARIANT...]
 #
 # Variants: mae (MAE at the same patch, the no-clue reference), factor2,
-# factor4, factor8 (clues of PATCH/2, PATCH/4, PATCH/8 pixels a side).
+# factor4, factor8 (clues of PATCH/2, PATCH/4, PATCH/8 pixels a side),
+# clue50 (factor 4, half of the selected patches kept as clues, the rest
+# hidden: `PATCH=4 ... clue50` is the photo-corpus twin of Fashion-MNIST's
+# clue_fraction ablation).
 # Default: all four. Each: pretraining with the photos32-pretrain recipe
 # (PRETRAIN_EPOCHS), a linear probe (photos32-linprobe), evaluation at
 # TEST_RES on the test crops, and for SRMAE the SR head's PSNR on the
@@ -68,6 +71,7 @@ for v in $VARIANTS; do
   case $v in
     mae) set=(--method mae --set model.mask.patch=$PATCH) ;;
     factor2|factor4|factor8) set=(--set model.mask.patch=$PATCH --set model.mask.factor=${v#factor}) ;;
+    clue50) set=(--set model.mask.patch=$PATCH --set model.mask.clue_fraction=0.5) ;;
     *) echo "unknown variant $v" >&2; exit 2 ;;
   esac
   A=$OUT/ablations/$TAG-$v
