@@ -147,11 +147,8 @@ pub fn mul_rows(x: &Tensor, v: &Tensor) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fused_cpu::tests::max_diff;
     use candle_core::{Device, Var};
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
-    }
 
     /// Values and both gradients against candle's broadcasts, for a bias-like
     /// vector, a position-embedding-like `[1, L, D]` and a row count that
