@@ -3,9 +3,12 @@
 //! super-resolution prediction head), their losses, AdamW with parameter
 //! groups and the warmup + cosine schedule.
 //!
-//! candle's fused `LayerNorm` and `softmax_last_dim` have no backward pass;
-//! this crate builds both from differentiable ops, and a test checks that
-//! every trainable variable receives a non-zero gradient.
+//! The transformer's training path runs through `ops`: coarse candle
+//! `CustomOp`s (linear, linear + GELU, attention, LayerNorm) with
+//! hand-written backward passes, and AdamW in place. candle's own fused
+//! `LayerNorm` and `softmax_last_dim` have no backward pass and are not
+//! used; a test checks that every trainable variable receives a non-zero
+//! gradient.
 
 pub mod autocast;
 pub mod checkpoint;
@@ -20,6 +23,7 @@ pub mod linear;
 pub mod loss;
 pub mod mae;
 pub mod norm;
+pub mod ops;
 pub mod optim;
 pub mod patchify;
 pub mod pos_embed;

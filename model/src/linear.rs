@@ -1,10 +1,9 @@
-//! A linear layer that folds all leading dimensions into one before the
-//! matmul. `candle_nn::Linear` broadcasts the weight over the batch
-//! (`[B, out, in]`) for 3-D inputs, so its backward materialises one weight
-//! gradient per sample and then sums them: on a ViT step that was most of
-//! the backward pass. Here the weight gradient is a single `[in, B*N] x
-//! [B*N, out]` product. Under an autocast scope the product runs in BF16
-//! (`crate::autocast`); the bias is added in F32.
+//! A linear layer over `crate::ops::linear`: all leading dimensions fold
+//! into one product, so the weight gradient is a single `[out, B*N] x
+//! [B*N, in]` GEMM (`candle_nn::Linear` broadcasts the weight over the
+//! batch and sums per-sample weight gradients). One autograd node on the
+//! CPU; under an autocast scope the product runs in BF16 (`crate::autocast`)
+//! and the bias is added in F32.
 
 use candle_core::{Module, Result, Tensor};
 
@@ -31,19 +30,7 @@ impl Module for Linear {
     /// # Shapes
     /// - `x`: `[..., in]` -> `[..., out]`
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let dims = x.dims().to_vec();
-        let inp = *dims.last().unwrap_or(&0);
-        let rows = x.elem_count() / inp.max(1);
-        let y = crate::autocast::matmul(&x.reshape((rows, inp))?, &self.weight.t()?)?;
-        let y = match &self.bias {
-            Some(b) => crate::row_broadcast::add_rows(&y, b)?,
-            None => y,
-        };
-        let mut out = dims;
-        if let Some(last) = out.last_mut() {
-            *last = self.weight.dim(0)?;
-        }
-        y.reshape(out)
+        crate::ops::linear(x, &self.weight, self.bias.as_ref())
     }
 }
 

@@ -1,6 +1,6 @@
-//! LayerNorm from differentiable ops (candle's fused layer norm has no
-//! backward): `(x - mean) / sqrt(var + eps) * weight + bias` over the last
-//! dimension, biased variance as torch.nn.LayerNorm.
+//! LayerNorm over the last dimension, biased variance as torch.nn.LayerNorm,
+//! through `crate::ops::layer_norm` (one autograd node with a hand-written
+//! backward; candle's fused layer norm has no backward).
 
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
@@ -26,7 +26,6 @@ impl Module for LayerNorm {
     /// # Shapes
     /// - `x`: `[..., D]` -> `[..., D]`
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let normed = crate::fused_cpu::normalise_last_dim(x, self.eps)?;
-        crate::row_broadcast::add_rows(&crate::row_broadcast::mul_rows(&normed, &self.weight)?, &self.bias)
+        crate::ops::layer_norm(x, &self.weight, &self.bias, self.eps)
     }
 }

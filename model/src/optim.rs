@@ -7,6 +7,8 @@ use candle_core::backprop::GradStore;
 use candle_core::{Result, Tensor, Var};
 use candle_nn::VarMap;
 
+use crate::ops::adamw::{adamw_step, AdamWStep};
+
 /// Variables sharing a weight decay and an lr multiplier.
 #[derive(Clone, Debug)]
 pub struct ParamGroup {
@@ -80,42 +82,33 @@ impl AdamW {
         Ok(AdamW { groups, moments, lr, beta1: 0.9, beta2: 0.95, eps: 1e-8, step: 0 })
     }
 
-    /// Global L2 norm of the gradients of all grouped variables.
+    /// Global L2 norm of the gradients of all grouped variables, in one
+    /// pass on the CPU (`ops::grad_norm`).
     pub fn grad_norm(&self, grads: &GradStore) -> Result<f64> {
-        // Summed on the device; one read back (one GPU sync) per step.
-        let mut sq: Option<Tensor> = None;
-        for v in self.groups.iter().flat_map(|g| &g.vars) {
-            if let Some(g) = grads.get(v.as_tensor()) {
-                let s = g.sqr()?.sum_all()?;
-                sq = Some(match sq {
-                    Some(acc) => (acc + s)?,
-                    None => s,
-                });
-            }
-        }
-        Ok(match sq {
-            Some(t) => (t.to_scalar::<f32>()? as f64).sqrt(),
-            None => 0.0,
-        })
+        crate::ops::grad_norm::global_norm(self.groups.iter().flat_map(|g| &g.vars).filter_map(|v| grads.get(v.as_tensor())))
     }
 
     /// One update. Gradients are multiplied by `grad_scale` first (for
-    /// clipping: `min(1, max_norm / norm)`, or 1/accumulation steps).
+    /// clipping: `min(1, max_norm / norm)`, or 1/accumulation steps). On the
+    /// CPU the variables and moments are updated in place (`ops::adamw`).
     pub fn step(&mut self, grads: &GradStore, grad_scale: f64) -> Result<()> {
         self.step += 1;
         let t = self.step as i32;
         let (b1, b2) = (self.beta1, self.beta2);
-        let (c1, c2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
         for (g, moments) in self.groups.iter().zip(self.moments.iter_mut()) {
-            let lr = self.lr * g.lr_scale;
+            let settings = AdamWStep {
+                lr: self.lr * g.lr_scale,
+                weight_decay: g.weight_decay,
+                beta1: b1,
+                beta2: b2,
+                eps: self.eps,
+                bias_correction1: 1.0 - b1.powi(t),
+                bias_correction2: 1.0 - b2.powi(t),
+                grad_scale,
+            };
             for (var, (m, v)) in g.vars.iter().zip(moments.iter_mut()) {
                 let Some(grad) = grads.get(var.as_tensor()) else { continue };
-                let grad = (grad * grad_scale)?;
-                *m = ((&*m * b1)? + (&grad * (1.0 - b1))?)?;
-                *v = ((&*v * b2)? + (grad.sqr()? * (1.0 - b2))?)?;
-                let update = (&*m / c1)?.div(&((&*v / c2)?.sqrt()? + self.eps)?)?;
-                let decayed = (var.as_tensor() * (1.0 - lr * g.weight_decay))?;
-                var.set(&(decayed - (update * lr)?)?)?;
+                adamw_step(var, grad, m, v, settings)?;
             }
         }
         Ok(())

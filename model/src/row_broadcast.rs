@@ -38,7 +38,7 @@ fn map_rows(x: &[f32], v: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32
 }
 
 /// Column sums of `a` viewed as `[rows, k]`, or of `a * b` elementwise.
-fn column_sums(a: &[f32], b: Option<&[f32]>, k: usize) -> Vec<f32> {
+pub(crate) fn column_sums(a: &[f32], b: Option<&[f32]>, k: usize) -> Vec<f32> {
     let n = block(k);
     let partial: Vec<Vec<f32>> = a
         .par_chunks(n)

@@ -89,13 +89,13 @@ pub fn linear_xavier(inp: usize, out: usize, vb: VarBuilder) -> Result<Linear> {
     Ok(Linear::new(w, Some(b)))
 }
 
-/// Multi-head self-attention with qkv bias.
+/// Multi-head self-attention with qkv bias: qkv projection, the fused
+/// `ops::attention` (heads split inside), output projection.
 #[derive(Clone, Debug)]
 pub struct Attention {
     qkv: Linear,
     proj: Linear,
     heads: usize,
-    scale: f64,
 }
 
 impl Attention {
@@ -104,7 +104,6 @@ impl Attention {
             qkv: linear_xavier(dim, 3 * dim, vb.pp("qkv"))?,
             proj: linear_xavier(dim, dim, vb.pp("proj"))?,
             heads,
-            scale: ((dim / heads) as f64).powf(-0.5),
         })
     }
 }
@@ -113,18 +112,7 @@ impl Module for Attention {
     /// # Shapes
     /// - `x`: `[B, N, D]` -> `[B, N, D]`
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (b, n, d) = x.dims3()?;
-        let hd = d / self.heads;
-        let qkv = self.qkv.forward(x)?.reshape((b, n, 3, self.heads, hd))?.permute((2, 0, 3, 1, 4))?;
-        let q = (qkv.get(0)?.contiguous()? * self.scale)?;
-        let k = qkv.get(1)?.contiguous()?;
-        let v = qkv.get(2)?.contiguous()?;
-        let attn = crate::autocast::matmul(&q, &k.t()?)?;
-        // Differentiable softmax (candle's softmax_last_dim has no backward):
-        // fused on the CPU, a composition elsewhere.
-        let attn = crate::fused_cpu::softmax_last_dim(&attn)?;
-        // Softmax above stays F32; both products follow the autocast scope.
-        let out = crate::autocast::matmul(&attn, &v)?.transpose(1, 2)?.reshape((b, n, d))?;
+        let out = crate::ops::attention(&self.qkv.forward(x)?, self.heads)?;
         self.proj.forward(&out)
     }
 }
@@ -149,7 +137,7 @@ impl Module for Mlp {
     /// # Shapes
     /// - `x`: `[B, N, D]` -> `[B, N, D]`
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.fc2.forward(&crate::fused_cpu::gelu_erf(&self.fc1.forward(x)?)?)
+        self.fc2.forward(&crate::ops::linear_gelu(x, self.fc1.weight(), self.fc1.bias())?)
     }
 }
 

@@ -1,0 +1,31 @@
+//! Links OpenBLAS for the fused CPU ops (feature `openblas`, on by default):
+//! the static, thread-safe (pthread) build, so the binary needs no BLAS at run
+//! time; it is set to one thread per call, and rayon splits the products. `SRMAE_OPENBLAS_DIR` names the folder
+//! holding `libopenblas.a` (default: Debian's libopenblas-serial-dev).
+
+use std::path::PathBuf;
+
+fn main() {
+    println!("cargo:rerun-if-env-changed=SRMAE_OPENBLAS_DIR");
+    if std::env::var_os("CARGO_FEATURE_OPENBLAS").is_none() {
+        return;
+    }
+    let dir = std::env::var_os("SRMAE_OPENBLAS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/lib/x86_64-linux-gnu/openblas-pthread"));
+    if !dir.join("libopenblas.a").is_file() {
+        panic!(
+            "srmae-model: {} not found. Install OpenBLAS's static library \
+             (`scripts/setup.sh` does: apt-get install libopenblas-pthread-dev), set SRMAE_OPENBLAS_DIR \
+             to a folder holding libopenblas.a, or build without the `openblas` feature \
+             (--no-default-features) to use the slower gemm crate.",
+            dir.join("libopenblas.a").display()
+        );
+    }
+    println!("cargo:rerun-if-changed={}", dir.join("libopenblas.a").display());
+    println!("cargo:rustc-link-search=native={}", dir.display());
+    println!("cargo:rustc-link-lib=static=openblas");
+    // OpenBLAS's own dependencies (libopenblas.a carries its Fortran-free parts).
+    println!("cargo:rustc-link-lib=dylib=m");
+    println!("cargo:rustc-link-lib=dylib=pthread");
+}

@@ -1,0 +1,337 @@
+//! What the CPU kernels share: a contiguous F32 view of a tensor's storage,
+//! a bounds-checked strided matrix product (the `gemm` crate, which candle's
+//! CPU matmul also uses), and the thread setting candle uses.
+
+use candle_core::{bail, Device, Result, Shape, Storage, StorageRef, Tensor};
+
+/// A contiguous F32 tensor on the CPU, its storage read-locked while the
+/// view lives.
+pub(crate) struct CpuF32<'a> {
+    guard: StorageRef<'a>,
+    start: usize,
+    end: usize,
+}
+
+impl<'a> CpuF32<'a> {
+    /// Fails (naming `op`) unless `t` is a contiguous F32 CPU tensor.
+    pub(crate) fn new(t: &'a Tensor, op: &str) -> Result<CpuF32<'a>> {
+        let (guard, layout) = t.storage_and_layout();
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            bail!("{op}: needs a contiguous input, got strides {:?}", layout.stride())
+        };
+        match &*guard {
+            Storage::Cpu(s) if s.as_slice::<f32>().is_ok() => {}
+            _ => bail!("{op}: needs an F32 tensor on the CPU, got {:?} on {:?}", t.dtype(), t.device().location()),
+        }
+        Ok(CpuF32 { guard, start, end })
+    }
+
+    pub(crate) fn slice(&self) -> Result<&[f32]> {
+        match &*self.guard {
+            Storage::Cpu(s) => Ok(&s.as_slice::<f32>()?[self.start..self.end]),
+            _ => bail!("not a CPU storage"),
+        }
+    }
+}
+
+/// A CPU F32 tensor owning `data`.
+pub(crate) fn tensor(data: Vec<f32>, shape: impl Into<Shape>) -> Result<Tensor> {
+    Tensor::from_vec(data, shape, &Device::Cpu)
+}
+
+/// A strided `rows × cols` matrix inside a slice: element `(i, j)` is
+/// `data[i * rs + j * cs]`.
+#[derive(Clone, Copy)]
+pub(crate) struct Mat<'a> {
+    pub data: &'a [f32],
+    pub rows: usize,
+    pub cols: usize,
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl<'a> Mat<'a> {
+    /// Row-major, `rs` apart.
+    pub(crate) fn rows(data: &'a [f32], rows: usize, cols: usize, rs: usize) -> Mat<'a> {
+        Mat { data, rows, cols, rs, cs: 1 }
+    }
+    /// The transpose (no copy).
+    pub(crate) fn t(self) -> Mat<'a> {
+        Mat { data: self.data, rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs }
+    }
+}
+
+/// The mutable counterpart of `Mat`.
+pub(crate) struct MatMut<'a> {
+    pub data: &'a mut [f32],
+    pub rows: usize,
+    pub cols: usize,
+    pub rs: usize,
+}
+
+impl<'a> MatMut<'a> {
+    pub(crate) fn rows(data: &'a mut [f32], rows: usize, cols: usize, rs: usize) -> MatMut<'a> {
+        MatMut { data, rows, cols, rs }
+    }
+}
+
+fn fits(len: usize, rows: usize, cols: usize, rs: usize, cs: usize) -> bool {
+    rows == 0 || cols == 0 || (rows - 1) * rs + (cols - 1) * cs < len
+}
+
+/// Whether products split across threads (`Rayon`) or run on this thread
+/// (inside an already parallel loop).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Threads {
+    All,
+    One,
+}
+
+/// `dst = (accumulate ? dst : 0) + scale * lhs · rhs`.
+///
+/// With the `openblas` feature (default) the product runs in OpenBLAS's
+/// single-threaded `sgemm` (AVX-512 kernels; the `gemm` crate has AVX2 ones
+/// only on stable Rust: 96 against 180 GFLOP/s on 2 cores at ViT-Ti shapes,
+/// docs/MODEL.md), split into a fixed number of row or column blocks that
+/// rayon runs in parallel; without it, in the `gemm` crate.
+pub(crate) fn matmul(dst: MatMut, lhs: Mat, rhs: Mat, scale: f32, accumulate: bool, threads: Threads) -> Result<()> {
+    let (m, n, k) = (dst.rows, dst.cols, lhs.cols);
+    if lhs.rows != m || rhs.cols != n || rhs.rows != k {
+        bail!("matmul: [{m}, {n}] = [{}, {}] x [{}, {}]", lhs.rows, lhs.cols, rhs.rows, rhs.cols);
+    }
+    if !fits(dst.data.len(), m, n, dst.rs, 1) || !fits(lhs.data.len(), m, k, lhs.rs, lhs.cs) || !fits(rhs.data.len(), k, n, rhs.rs, rhs.cs) {
+        bail!("matmul: a strided view reaches past its slice");
+    }
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if k == 0 {
+        if !accumulate {
+            for i in 0..m {
+                dst.data[i * dst.rs..i * dst.rs + n].fill(0.0);
+            }
+        }
+        return Ok(());
+    }
+    #[cfg(feature = "openblas")]
+    if let (Some(a), Some(b)) = (blas::Operand::of(&lhs), blas::Operand::of(&rhs)) {
+        blas::sgemm_blocks(dst, a, b, (m, n, k), scale, accumulate, threads);
+        return Ok(());
+    }
+    let parallelism = match (threads, candle_core::utils::get_num_threads()) {
+        (Threads::All, n) if n > 1 => gemm::Parallelism::Rayon(n),
+        _ => gemm::Parallelism::None,
+    };
+    // SAFETY: the three views were checked above to lie inside their slices
+    // for the given sizes and strides (every index `(i, j)` with `i < rows`,
+    // `j < cols` is at most `(rows-1)*rs + (cols-1)*cs < len`); `dst` is a
+    // unique borrow, so it cannot alias `lhs` or `rhs`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.data.as_mut_ptr(),
+            1,
+            dst.rs as isize,
+            accumulate,
+            lhs.data.as_ptr(),
+            lhs.cs as isize,
+            lhs.rs as isize,
+            rhs.data.as_ptr(),
+            rhs.cs as isize,
+            rhs.rs as isize,
+            1.0,
+            scale,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+    Ok(())
+}
+
+/// OpenBLAS's CBLAS `sgemm`, linked statically (`model/build.rs`) from the
+/// thread-safe pthread build and set to one thread per call: rayon stays the
+/// only pool that runs work (OpenBLAS's own threads would spin beside it),
+/// and concurrent calls from rayon's workers are safe. (The "serial" build
+/// is not: its buffer pool has no locks.)
+#[cfg(feature = "openblas")]
+mod blas {
+    use std::os::raw::c_int;
+
+    use rayon::prelude::*;
+
+    use super::{Mat, MatMut, Threads};
+
+    const ROW_MAJOR: c_int = 101;
+    const NO_TRANS: c_int = 111;
+    const TRANS: c_int = 112;
+
+    extern "C" {
+        #[allow(clippy::too_many_arguments)]
+        fn openblas_set_num_threads(n: c_int);
+        fn cblas_sgemm(
+            order: c_int,
+            trans_a: c_int,
+            trans_b: c_int,
+            m: c_int,
+            n: c_int,
+            k: c_int,
+            alpha: f32,
+            a: *const f32,
+            lda: c_int,
+            b: *const f32,
+            ldb: c_int,
+            beta: f32,
+            c: *mut f32,
+            ldc: c_int,
+        );
+    }
+
+    /// A view as CBLAS sees it: row-major storage, maybe transposed.
+    #[derive(Clone, Copy)]
+    pub(super) struct Operand {
+        ptr: *const f32,
+        trans: bool,
+        ld: usize,
+        /// Elements between consecutive logical rows and columns.
+        rs: usize,
+        cs: usize,
+    }
+
+    impl Operand {
+        /// None when neither stride is 1 or a leading dimension is too small.
+        pub(super) fn of(v: &Mat) -> Option<Operand> {
+            let ptr = v.data.as_ptr();
+            let fits_i32 = [v.rows, v.cols, v.rs, v.cs].iter().all(|&x| x < i32::MAX as usize / 2);
+            if !fits_i32 {
+                return None;
+            }
+            if v.cs == 1 && (v.rows == 1 || v.rs >= v.cols.max(1)) {
+                Some(Operand { ptr, trans: false, ld: if v.rows == 1 { v.cols.max(1) } else { v.rs }, rs: v.rs, cs: 1 })
+            } else if v.rs == 1 && (v.cols == 1 || v.cs >= v.rows.max(1)) {
+                Some(Operand { ptr, trans: true, ld: if v.cols == 1 { v.rows.max(1) } else { v.cs }, rs: 1, cs: v.cs })
+            } else {
+                None
+            }
+        }
+    }
+
+    /// Raw pointers that cross into rayon's workers.
+    #[derive(Clone, Copy)]
+    struct Shared(Operand, Operand, *mut f32);
+    // SAFETY: the pointers are only dereferenced by `cblas_sgemm` inside
+    // `sgemm_blocks`, which blocks until every worker is done; workers read
+    // `lhs`/`rhs` and write disjoint blocks of `dst`.
+    unsafe impl Send for Shared {}
+    // SAFETY: as above.
+    unsafe impl Sync for Shared {}
+
+    impl Shared {
+        fn parts(&self) -> (Operand, Operand, *mut f32) {
+            (self.0, self.1, self.2)
+        }
+    }
+
+    /// Blocks per product: fixed by the shape (never by the thread count, so
+    /// results are the same on any number of threads), each at least 64 wide.
+    fn blocks(len: usize) -> usize {
+        (len / 64).clamp(1, 8)
+    }
+
+    /// `dst = beta * dst + scale * a · b` in blocks of rows (or of columns,
+    /// when there are more columns), in parallel for `Threads::All`.
+    pub(super) fn sgemm_blocks(dst: MatMut, a: Operand, b: Operand, (m, n, k): (usize, usize, usize), scale: f32, accumulate: bool, threads: Threads) {
+        static ONE_THREAD: std::sync::Once = std::sync::Once::new();
+        // SAFETY: a plain setter of OpenBLAS's global thread count, run once
+        // before the first product.
+        ONE_THREAD.call_once(|| unsafe { openblas_set_num_threads(1) });
+        let by_rows = m >= n;
+        let len = if by_rows { m } else { n };
+        let parts = if threads == Threads::All { blocks(len) } else { 1 };
+        let step = len.div_ceil(parts);
+        let shared = Shared(a, b, dst.data.as_mut_ptr());
+        let ldc = dst.rs;
+        let run = |p: usize| {
+            let (a, b, c) = shared.parts();
+            let (lo, hi) = (p * step, ((p + 1) * step).min(len));
+            if lo >= hi {
+                return;
+            }
+            let (mm, nn) = if by_rows { (hi - lo, n) } else { (m, hi - lo) };
+            let (a_off, b_off, c_off) = if by_rows { (lo * a.rs, 0, lo * ldc) } else { (0, lo * b.cs, lo) };
+            // SAFETY: `matmul` checked that every element of the three
+            // views lies inside its slice; a block addresses a subset of
+            // those elements (rows or columns `lo..hi`), so every pointer
+            // and offset below stays in bounds. Blocks write disjoint
+            // elements of `dst`, which no other reference aliases while
+            // this function runs (it holds the unique borrow). Sizes and
+            // leading dimensions fit in `c_int` (checked in `Operand::of`;
+            // `ldc` is a row stride of a slice of at most that size).
+            unsafe {
+                cblas_sgemm(
+                    ROW_MAJOR,
+                    if a.trans { TRANS } else { NO_TRANS },
+                    if b.trans { TRANS } else { NO_TRANS },
+                    mm as c_int,
+                    nn as c_int,
+                    k as c_int,
+                    scale,
+                    a.ptr.add(a_off),
+                    a.ld as c_int,
+                    b.ptr.add(b_off),
+                    b.ld as c_int,
+                    if accumulate { 1.0 } else { 0.0 },
+                    c.add(c_off),
+                    ldc.max(nn) as c_int,
+                );
+            }
+        };
+        if parts == 1 {
+            run(0);
+        } else {
+            (0..parts).into_par_iter().for_each(run);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+        let mut c = vec![0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                c[i * n + j] = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn strided_products_match_a_naive_loop() {
+        let (m, k, n) = (7, 5, 3);
+        let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.11).cos()).collect();
+        let want = naive(&a, &b, m, k, n);
+        // Plain, then with a transposed copy of b read through `t()`, into a padded dst.
+        let mut c = vec![0f32; m * n];
+        matmul(MatMut::rows(&mut c, m, n, n), Mat::rows(&a, m, k, k), Mat::rows(&b, k, n, n), 1.0, false, Threads::All).unwrap();
+        let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
+        let mut padded = vec![1f32; m * (n + 2)];
+        matmul(MatMut::rows(&mut padded, m, n, n + 2), Mat::rows(&a, m, k, k), Mat::rows(&bt, n, k, k).t(), 2.0, true, Threads::One).unwrap();
+        for i in 0..m {
+            for j in 0..n {
+                assert!((c[i * n + j] - want[i * n + j]).abs() < 1e-5);
+                assert!((padded[i * (n + 2) + j] - (1.0 + 2.0 * want[i * n + j])).abs() < 1e-5);
+            }
+            assert_eq!(padded[i * (n + 2) + n], 1.0, "padding untouched");
+        }
+        // A view past its slice is refused, not read.
+        let mut small = vec![0f32; 4];
+        assert!(matmul(MatMut::rows(&mut small, m, n, n), Mat::rows(&a, m, k, k), Mat::rows(&b, k, n, n), 1.0, false, Threads::One).is_err());
+    }
+}

@@ -1,0 +1,179 @@
+//! LayerNorm over the last dimension with its affine part, as one autograd
+//! node (biased variance, as `torch.nn.LayerNorm`).
+//!
+//! Math, per row `x` of length `D` (`μ`, `σ² ` its mean and biased variance,
+//! `r = 1 / sqrt(σ² + eps)`, `x̂ = (x − μ) r`):
+//! - forward: `y = x̂ ⊙ w + b`;
+//! - backward, from `g`: `dw = Σ_rows g ⊙ x̂`, `db = Σ_rows g`,
+//!   `dx̂ = g ⊙ w`, `dx = r (dx̂ − mean(dx̂) − x̂ mean(dx̂ ⊙ x̂))`.
+//!
+//! The CPU kernel keeps `μ` and `r` per row (two floats; `x̂` is recomputed
+//! from `x`), and computes `dx`, `dw` and `db` in one pass: blocks of rows
+//! in parallel, each with its own partial sums, added in block order so the
+//! result does not depend on the thread count.
+
+use std::sync::OnceLock;
+
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, D};
+use rayon::prelude::*;
+
+use super::cpu::{tensor, CpuF32};
+use crate::fused_cpu::slice;
+
+struct LayerNormOp {
+    eps: f32,
+    /// `(μ, r)` per row, kept for the backward.
+    stats: OnceLock<Vec<(f32, f32)>>,
+}
+
+/// Rows per parallel block: about 32 K floats, at least one row; fixed for a
+/// given width, so partial sums never depend on the thread count.
+fn rows_per_block(d: usize) -> usize {
+    (32_768 / d.max(1)).max(1)
+}
+
+fn row_stats(x: &[f32], eps: f32) -> (f32, f32) {
+    let n = x.len() as f32;
+    let mean = x.iter().sum::<f32>() / n;
+    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    (mean, 1.0 / (var + eps).sqrt())
+}
+
+impl CustomOp3 for LayerNormOp {
+    fn name(&self) -> &'static str {
+        "layer-norm"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (x, w, b) = (slice(s1, l1, self.name())?, slice(s2, l2, self.name())?, slice(s3, l3, self.name())?);
+        let d = w.len();
+        let rows = x.len() / d.max(1);
+        let mut y = vec![0f32; x.len()];
+        let mut stats = vec![(0f32, 0f32); rows];
+        let rb = rows_per_block(d);
+        y.par_chunks_mut(rb * d).zip(x.par_chunks(rb * d)).zip(stats.par_chunks_mut(rb)).for_each(|((y, x), st)| {
+            for ((y, x), st) in y.chunks_exact_mut(d).zip(x.chunks_exact(d)).zip(st.iter_mut()) {
+                let (mean, r) = row_stats(x, self.eps);
+                *st = (mean, r);
+                for (((y, &x), &w), &b) in y.iter_mut().zip(x).zip(w).zip(b) {
+                    *y = (x - mean) * r * w + b;
+                }
+            }
+        });
+        if self.stats.set(stats).is_err() {
+            candle_core::bail!("layer-norm: the op ran its forward twice");
+        }
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, w: &Tensor, b: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let Some(stats) = self.stats.get() else {
+            candle_core::bail!("layer-norm: backward before forward")
+        };
+        let grad = grad.contiguous()?;
+        let (gv, xv, wv) = (CpuF32::new(&grad, self.name())?, CpuF32::new(x, self.name())?, CpuF32::new(w, self.name())?);
+        let (g, xs, ws) = (gv.slice()?, xv.slice()?, wv.slice()?);
+        let d = ws.len();
+        let rb = rows_per_block(d);
+        let want_dx = x.track_op();
+        let mut dx = vec![0f32; if want_dx { xs.len() } else { 0 }];
+        let block = |(i, dx): (usize, &mut [f32])| -> Vec<f32> {
+            // partial [dw; db]
+            let mut part = vec![0f32; 2 * d];
+            let (dw, db) = part.split_at_mut(d);
+            let lo = i * rb;
+            let hi = (lo + rb).min(stats.len());
+            let mut dxhat = vec![0f32; d];
+            for row in lo..hi {
+                let (xr, gr) = (&xs[row * d..(row + 1) * d], &g[row * d..(row + 1) * d]);
+                let (mean, r) = stats[row];
+                let (mut c1, mut c2) = (0f32, 0f32);
+                for j in 0..d {
+                    let xhat = (xr[j] - mean) * r;
+                    dw[j] += gr[j] * xhat;
+                    db[j] += gr[j];
+                    dxhat[j] = gr[j] * ws[j];
+                    c1 += dxhat[j];
+                    c2 += dxhat[j] * xhat;
+                }
+                if !dx.is_empty() {
+                    let (c1, c2) = (c1 / d as f32, c2 / d as f32);
+                    let out = &mut dx[(row - lo) * d..(row - lo + 1) * d];
+                    for j in 0..d {
+                        out[j] = r * (dxhat[j] - c1 - (xr[j] - mean) * r * c2);
+                    }
+                }
+            }
+            part
+        };
+        let blocks = stats.len().div_ceil(rb);
+        let parts: Vec<Vec<f32>> = if want_dx {
+            dx.par_chunks_mut(rb * d).enumerate().map(block).collect()
+        } else {
+            (0..blocks).into_par_iter().map(|i| block((i, &mut [][..]))).collect()
+        };
+        let mut sums = vec![0f32; 2 * d];
+        for p in parts {
+            sums.iter_mut().zip(p).for_each(|(s, p)| *s += p);
+        }
+        let db = sums.split_off(d);
+        let dx = if want_dx { Some(tensor(dx, x.shape())?) } else { None };
+        Ok((dx, Some(tensor(sums, w.shape())?), Some(tensor(db, b.shape())?)))
+    }
+}
+
+/// The composed candle path (GPUs, half precision): fused normalisation
+/// (differentiable) and row-broadcast affine.
+fn composed(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor> {
+    let normed = crate::fused_cpu::normalise_last_dim(x, eps)?;
+    crate::row_broadcast::add_rows(&crate::row_broadcast::mul_rows(&normed, w)?, b)
+}
+
+/// `(x − mean) / sqrt(var + eps) ⊙ w + b` over the last dimension.
+/// # Shapes
+/// - `x`: `[..., D]`, `w`, `b`: `[D]` -> `[..., D]`
+pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor> {
+    let d = x.dim(D::Minus1)?;
+    if w.elem_count() != d || b.elem_count() != d {
+        candle_core::bail!("layer-norm: x {:?}, weight {:?}, bias {:?}", x.dims(), w.dims(), b.dims());
+    }
+    if super::use_cpu_kernel(&[x, w, b]) && d > 0 {
+        x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, LayerNormOp { eps: eps as f32, stats: OnceLock::new() })
+    } else {
+        composed(x, w, b, eps)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::testing::{check_op, Case};
+
+    #[test]
+    fn matches_the_composition_and_finite_differences() {
+        // 2 x 197 rows of 37 spans several parallel blocks of rows.
+        for shape in [&[2usize, 197, 37][..], &[1, 50, 20], &[3, 5]] {
+            let d = *shape.last().unwrap();
+            let case = Case::new(&[shape, &[d], &[d]]);
+            check_op(&format!("layer-norm {shape:?}"), &case, |t| layer_norm(&t[0], &t[1], &t[2], 1e-6), |t| composed(&t[0], &t[1], &t[2], 1e-6));
+        }
+    }
+
+    #[test]
+    fn gradients_do_not_depend_on_the_thread_count() {
+        let x = Var::from_tensor(&crate::ops::testing::pseudo_random(&[64, 1500, 24], 3, 2.0)).unwrap();
+        let w = Var::from_tensor(&crate::ops::testing::pseudo_random(&[24], 4, 1.0)).unwrap();
+        let b = crate::ops::testing::pseudo_random(&[24], 5, 1.0);
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                let y = layer_norm(x.as_tensor(), w.as_tensor(), &b, 1e-6).unwrap();
+                let g = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+                let flat = |t: &Tensor| g.get(t).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                (flat(x.as_tensor()), flat(w.as_tensor()))
+            })
+        };
+        assert_eq!(run(1), run(3));
+    }
+    use candle_core::Var;
+}

@@ -1,0 +1,194 @@
+//! Linear layer with bias, optionally followed by exact GELU, as one
+//! autograd node.
+//!
+//! Math (`x` folded to `[R, in]`, `R` = all leading dims):
+//! - forward: `z = x Wᵀ + b`, `y = z` or `y = gelu(z)` (erf form, as MAE);
+//! - backward, from `g = ∂L/∂y`: `dz = g` or `g ⊙ gelu'(z)`;
+//!   `dx = dz W` (`[R, out] x [out, in]`), `dW = dzᵀ x` (one GEMM over the
+//!   folded batch, `[out, R] x [R, in]`), `db = Σ_rows dz`.
+//!
+//! The CPU kernel keeps `z` for the GELU backward (the only extra tensor);
+//! the bias is written into the output before the product accumulates onto
+//! it, so the forward is one GEMM and one pass. `dx` is skipped when `x`
+//! needs no gradient (the patch embedding of pixels).
+
+use std::sync::OnceLock;
+
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::cpu::{matmul, tensor, CpuF32, Mat, MatMut, Threads};
+use crate::fused_cpu::{gelu, gelu_grad, slice};
+
+/// `[R, in] -> [R, out]` with bias (and GELU).
+struct LinearOp {
+    gelu: bool,
+    /// The pre-activation `z`, kept by the forward for the GELU backward.
+    pre_activation: OnceLock<Vec<f32>>,
+}
+
+/// Elements per parallel chunk of the elementwise passes.
+const CHUNK: usize = 16 * 1024;
+
+impl CustomOp3 for LinearOp {
+    fn name(&self) -> &'static str {
+        if self.gelu {
+            "linear-gelu"
+        } else {
+            "linear"
+        }
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (x, w, b) = (slice(s1, l1, self.name())?, slice(s2, l2, self.name())?, slice(s3, l3, self.name())?);
+        let (out_dim, in_dim) = l2.shape().dims2()?;
+        let rows = x.len() / in_dim.max(1);
+        let mut z = vec![0f32; rows * out_dim];
+        z.par_chunks_mut(out_dim.max(1) * (CHUNK / out_dim.max(1)).max(1)).for_each(|c| c.chunks_exact_mut(out_dim).for_each(|r| r.copy_from_slice(b)));
+        matmul(MatMut::rows(&mut z, rows, out_dim, out_dim), Mat::rows(x, rows, in_dim, in_dim), Mat::rows(w, out_dim, in_dim, in_dim).t(), 1.0, true, Threads::All)?;
+        let mut dims = l1.dims().to_vec();
+        if let Some(last) = dims.last_mut() {
+            *last = out_dim;
+        }
+        if !self.gelu {
+            return Ok((CpuStorage::F32(z), Shape::from(dims)));
+        }
+        let mut y = vec![0f32; z.len()];
+        y.par_chunks_mut(CHUNK).zip(z.par_chunks(CHUNK)).for_each(|(y, z)| y.iter_mut().zip(z).for_each(|(y, &z)| *y = gelu(z)));
+        if self.pre_activation.set(z).is_err() {
+            candle_core::bail!("{}: the op ran its forward twice", self.name());
+        }
+        Ok((CpuStorage::F32(y), Shape::from(dims)))
+    }
+
+    fn bwd(&self, x: &Tensor, w: &Tensor, b: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let (gv, xv, wv) = (CpuF32::new(&grad, self.name())?, CpuF32::new(x, self.name())?, CpuF32::new(w, self.name())?);
+        let (g, xs, ws) = (gv.slice()?, xv.slice()?, wv.slice()?);
+        let (out_dim, in_dim) = w.dims2()?;
+        let rows = g.len() / out_dim.max(1);
+        let gelu_dz;
+        let dz: &[f32] = if self.gelu {
+            let Some(z) = self.pre_activation.get() else {
+                candle_core::bail!("{}: backward before forward", self.name())
+            };
+            let mut d = vec![0f32; g.len()];
+            d.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK).zip(z.par_chunks(CHUNK))).for_each(|(d, (g, z))| {
+                d.iter_mut().zip(g.iter().zip(z)).for_each(|(d, (&g, &z))| *d = g * gelu_grad(z));
+            });
+            gelu_dz = d;
+            &gelu_dz
+        } else {
+            g
+        };
+        let dz_mat = Mat::rows(dz, rows, out_dim, out_dim);
+        let dx = if x.track_op() {
+            let mut dx = vec![0f32; rows * in_dim];
+            matmul(MatMut::rows(&mut dx, rows, in_dim, in_dim), dz_mat, Mat::rows(ws, out_dim, in_dim, in_dim), 1.0, false, Threads::All)?;
+            Some(tensor(dx, x.shape())?)
+        } else {
+            None
+        };
+        let mut dw = vec![0f32; out_dim * in_dim];
+        matmul(MatMut::rows(&mut dw, out_dim, in_dim, in_dim), dz_mat.t(), Mat::rows(xs, rows, in_dim, in_dim), 1.0, false, Threads::All)?;
+        let db = crate::row_broadcast::column_sums(dz, None, out_dim);
+        Ok((dx, Some(tensor(dw, w.shape())?), Some(tensor(db, b.shape())?)))
+    }
+}
+
+fn check(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<()> {
+    let (out_dim, in_dim) = w.dims2()?;
+    let last = x.dims().last().copied().unwrap_or(0);
+    if last != in_dim || b.is_some_and(|b| b.elem_count() != out_dim) {
+        candle_core::bail!("linear: x {:?}, weight {:?}, bias {:?}", x.dims(), w.dims(), b.map(|b| b.dims().to_vec()));
+    }
+    Ok(())
+}
+
+/// The composed candle path (GPUs, half precision, autocast, no bias):
+/// batch folded into one product (so the weight gradient is one GEMM),
+/// autocast-aware, bias added in F32.
+fn composed(x: &Tensor, w: &Tensor, b: Option<&Tensor>, gelu: bool) -> Result<Tensor> {
+    let dims = x.dims().to_vec();
+    let (out_dim, in_dim) = w.dims2()?;
+    let rows = x.elem_count() / in_dim.max(1);
+    let y = crate::autocast::matmul(&x.reshape((rows, in_dim))?, &w.t()?)?;
+    let y = match b {
+        Some(b) => crate::row_broadcast::add_rows(&y, b)?,
+        None => y,
+    };
+    let mut out = dims;
+    if let Some(last) = out.last_mut() {
+        *last = out_dim;
+    }
+    let y = y.reshape(out)?;
+    if gelu {
+        crate::fused_cpu::gelu_erf(&y)
+    } else {
+        Ok(y)
+    }
+}
+
+fn dispatch(x: &Tensor, w: &Tensor, b: Option<&Tensor>, gelu: bool) -> Result<Tensor> {
+    check(x, w, b)?;
+    match b {
+        Some(b) if super::use_cpu_kernel(&[x, w, b]) => {
+            let op = LinearOp { gelu, pre_activation: OnceLock::new() };
+            x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, op)
+        }
+        _ => composed(x, w, b, gelu),
+    }
+}
+
+/// `x Wᵀ + b`.
+/// # Shapes
+/// - `x`: `[..., in]`, `w`: `[out, in]`, `b`: `[out]` -> `[..., out]`
+pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    dispatch(x, w, b, false)
+}
+
+/// `gelu(x Wᵀ + b)`, exact (erf) GELU.
+/// # Shapes
+/// - `x`: `[..., in]`, `w`: `[out, in]`, `b`: `[out]` -> `[..., out]`
+pub fn linear_gelu(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    dispatch(x, w, b, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::testing::{check_op, Case};
+
+    #[test]
+    fn matches_the_composition_and_finite_differences() {
+        for &(lead, in_dim, out_dim) in &[(&[2usize, 197][..], 37usize, 45usize), (&[1, 50], 12, 20), (&[3], 5, 7)] {
+            for gelu in [false, true] {
+                let mut shape = lead.to_vec();
+                shape.push(in_dim);
+                let case = Case::new(&[&shape, &[out_dim, in_dim], &[out_dim]]);
+                check_op(
+                    &format!("linear gelu={gelu} {shape:?}->{out_dim}"),
+                    &case,
+                    |t| dispatch(&t[0], &t[1], Some(&t[2]), gelu),
+                    |t| composed(&t[0], &t[1], Some(&t[2]), gelu),
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn offset_views_and_half_precision_take_the_composed_path() {
+        let dev = candle_core::Device::Cpu;
+        let big = Tensor::randn(0f32, 1., (4, 9, 6), &dev).unwrap();
+        let x = big.narrow(1, 2, 5).unwrap(); // an offset, non-contiguous view
+        let w = Tensor::randn(0f32, 1., (3, 6), &dev).unwrap();
+        let b = Tensor::randn(0f32, 1., 3, &dev).unwrap();
+        let a = linear_gelu(&x, &w, Some(&b)).unwrap();
+        let c = composed(&x, &w, Some(&b), true).unwrap();
+        assert!(crate::fused_cpu::tests::max_diff(&a, &c) < 1e-5);
+        let h = linear(&x.to_dtype(candle_core::DType::BF16).unwrap(), &w.to_dtype(candle_core::DType::BF16).unwrap(), Some(&b.to_dtype(candle_core::DType::BF16).unwrap())).unwrap();
+        let h = h.to_dtype(candle_core::DType::F32).unwrap();
+        let f = linear(&x, &w, Some(&b)).unwrap();
+        assert!(crate::fused_cpu::tests::max_diff(&h, &f) < 0.1, "BF16 linear");
+    }
+}
