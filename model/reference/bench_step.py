@@ -6,13 +6,22 @@ synthetic batch shapes, same device, same thread count. Prints one JSON line.
     python3 model/reference/bench_step.py --batch 16 --steps 5 --threads 2
     python3 model/reference/bench_step.py --model base --device cuda --bf16 --batch 256
 
-Models (as srmae-model's SrmaeConfig):
+    python3 model/reference/bench_step.py --model fmnist --batch 128 --threads 2
+    python3 model/reference/bench_step.py --model fmnist-finetune --batch 128 --threads 2
+
+Models (as srmae-model's SrmaeConfig / `srmae bench step --model`):
 - tiny: from_mae(MaeConfig::tiny_16(), 32): ViT-Ti/16 encoder (192 dim, 12
   blocks, 3 heads) over cls + 49 visible + 147 clue tokens, decoder 256 dim x
   4 blocks x 8 heads over 197 tokens, SR head with 32 features.
 - base: SrmaeConfig::base_16(): ViT-B/16 (768, 12, 12), decoder 512 x 8 x 16,
   SR head with 64 features.
-Both: 2 residual blocks, pixel shuffle x4, global residual over the clue.
+- fmnist: the `fmnist-pretrain` recipe: ViT 96 dim x 4 blocks x 3 heads,
+  patch 4 on 28x28 grey images (49 patches: cls + 12 visible + 37 clue
+  tokens of 1x1), decoder 64 x 2 x 4 heads, SR head with 32 features.
+- fmnist-finetune: the `fmnist-finetune` recipe's classifier: the same
+  encoder over all 49 patches, global average pool + fc_norm, 10 classes,
+  drop path 0.1 (linear over blocks), cross-entropy with label smoothing 0.1.
+SRMAE models: 2 residual blocks, pixel shuffle x4, global residual over the clue.
 
 With timm installed, the transformer blocks are timm's `Block` (which uses
 fused scaled-dot-product attention); otherwise the equivalent block below.
@@ -45,10 +54,11 @@ class Block(nn.Module):
         return x + self.fc2(F.gelu(self.fc1(self.norm2(x))))
 
 
-def make_block(dim, heads):
+def make_block(dim, heads, drop_path=0.0):
     try:
         from timm.models.vision_transformer import Block as TimmBlock
-        return TimmBlock(dim, heads, mlp_ratio=4.0, qkv_bias=True, norm_layer=functools.partial(nn.LayerNorm, eps=1e-6))
+        return TimmBlock(dim, heads, mlp_ratio=4.0, qkv_bias=True, drop_path=drop_path,
+                         norm_layer=functools.partial(nn.LayerNorm, eps=1e-6))
     except ImportError:
         return Block(dim, heads)
 
@@ -56,14 +66,15 @@ def make_block(dim, heads):
 MODELS = {
     "tiny": dict(d=192, depth=12, heads=3, dd=256, ddepth=4, dheads=8, feat=32),
     "base": dict(d=768, depth=12, heads=12, dd=512, ddepth=8, dheads=16, feat=64),
+    "fmnist": dict(d=96, depth=4, heads=3, dd=64, ddepth=2, dheads=4, feat=32, L=49, p=4, r=1, c=1),
 }
 
 
 class Srmae(nn.Module):
-    def __init__(self, d=192, depth=12, heads=3, dd=256, ddepth=4, dheads=8, feat=32, L=196, p=16, r=4):
+    def __init__(self, d=192, depth=12, heads=3, dd=256, ddepth=4, dheads=8, feat=32, L=196, p=16, r=4, c=3):
         super().__init__()
-        self.patch_embed = nn.Linear(p * p * 3, d)
-        self.clue_embed = nn.Linear(3 * r * r, d)
+        self.patch_embed = nn.Linear(p * p * c, d)
+        self.clue_embed = nn.Linear(c * r * r, d)
         self.cls = nn.Parameter(torch.zeros(1, 1, d))
         self.lowres = nn.Parameter(torch.zeros(1, 1, d))
         self.register_buffer("pos", torch.randn(1, L + 1, d) * 0.02)
@@ -75,10 +86,10 @@ class Srmae(nn.Module):
         self.dblocks = nn.ModuleList([make_block(dd, dheads) for _ in range(ddepth)])
         self.dnorm = nn.LayerNorm(dd, eps=1e-6)
         self.proj = nn.Linear(dd, feat * r * r)
-        self.conv_in = nn.Conv2d(feat + 4, feat, 3, padding=1)
+        self.conv_in = nn.Conv2d(feat + c + 1, feat, 3, padding=1)
         self.res = nn.ModuleList([nn.Conv2d(feat, feat, 3, padding=1) for _ in range(4)])
-        self.conv_out = nn.Conv2d(feat, 3 * (p // r) ** 2, 3, padding=1)
-        self.L, self.p, self.r, self.feat = L, p, r, feat
+        self.conv_out = nn.Conv2d(feat, c * (p // r) ** 2, 3, padding=1)
+        self.L, self.p, self.r, self.feat, self.c = L, p, r, feat, c
 
     def forward(self, patches, visible, clue_ids, clue_px, restore, clue_full, has_clue, weights):
         b = patches.shape[0]
@@ -99,7 +110,7 @@ class Srmae(nn.Module):
         x = self.dnorm(x)[:, 1:]
         n, r, s = b * self.L, self.r, self.p // self.r
         f = self.proj(x).reshape(n, self.feat, r, r)
-        c = clue_full.reshape(n, 3, r, r)
+        c = clue_full.reshape(n, self.c, r, r)
         h = self.conv_in(torch.cat([f, c, has_clue.reshape(n, 1, 1, 1).expand(n, 1, r, r)], 1))
         for i in range(0, 4, 2):
             h = h + self.res[i + 1](F.relu(self.res[i](h)))
@@ -109,41 +120,93 @@ class Srmae(nn.Module):
         return (loss * weights).sum() / weights.sum()
 
 
+class Classifier(nn.Module):
+    """timm's VisionTransformer as MAE fine-tunes it: global pool + fc_norm."""
+
+    def __init__(self, d=96, depth=4, heads=3, L=49, p=4, c=1, classes=10, drop_path=0.1):
+        super().__init__()
+        self.patch_embed = nn.Linear(p * p * c, d)
+        self.cls = nn.Parameter(torch.zeros(1, 1, d))
+        self.register_buffer("pos", torch.randn(1, L + 1, d) * 0.02)
+        rates = [drop_path * i / max(depth - 1, 1) for i in range(depth)]
+        self.blocks = nn.ModuleList([make_block(d, heads, r) for r in rates])
+        self.fc_norm = nn.LayerNorm(d, eps=1e-6)
+        self.head = nn.Linear(d, classes)
+
+    def forward(self, patches, labels):
+        b = patches.shape[0]
+        x = torch.cat([(self.cls + self.pos[:, :1]).expand(b, -1, -1), self.patch_embed(patches) + self.pos[:, 1:]], 1)
+        for blk in self.blocks:
+            x = blk(x)
+        return F.cross_entropy(self.head(self.fc_norm(x[:, 1:].mean(1))), labels, label_smoothing=0.1)
+
+
+def srmae_inputs(b, m, dev):
+    L, r, c, p = m.get("L", 196), m.get("r", 4), m.get("c", 3), m.get("p", 16)
+    kv = L - round(0.75 * L)
+    kc = L - kv
+    ids = torch.stack([(torch.arange(L) * 7 + i * 13) % L for i in range(b)])
+    visible, clue_ids, restore = ids[:, :kv], ids[:, kv:], torch.argsort(ids, 1)
+    cd = c * r * r
+    patches, clue_px = torch.randn(b, L, p * p * c), torch.randn(b, kc, cd)
+    clue_full = torch.zeros(b, L, cd).scatter(1, clue_ids.unsqueeze(-1).expand(-1, -1, cd), clue_px)
+    has_clue = torch.zeros(b, L).scatter(1, clue_ids, 1.0)
+    return [t.to(dev) for t in (patches, visible, clue_ids, clue_px, restore, clue_full, has_clue, has_clue)]
+
+
+def peak_rss_mib():
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--model", choices=sorted(MODELS), default="tiny")
+    ap.add_argument("--model", choices=sorted(MODELS) + ["fmnist-finetune"], default="tiny")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--bf16", action="store_true", help="torch.autocast(bfloat16)")
+    ap.add_argument("--phases", action="store_true", help="also time forward, backward and optimiser separately")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     dev = torch.device(a.device)
-    b, L, kv, kc = a.batch, 196, 49, 147
-    ids = torch.stack([(torch.arange(L) * 7 + i * 13) % L for i in range(b)])
-    visible, clue_ids, restore = ids[:, :kv], ids[:, kv:], torch.argsort(ids, 1)
-    patches, clue_px = torch.randn(b, L, 768), torch.randn(b, kc, 48)
-    clue_full = torch.zeros(b, L, 48).scatter(1, clue_ids.unsqueeze(-1).expand(-1, -1, 48), clue_px)
-    has_clue = torch.zeros(b, L).scatter(1, clue_ids, 1.0)
-    inputs = [t.to(dev) for t in (patches, visible, clue_ids, clue_px, restore, clue_full, has_clue, has_clue)]
-    model = Srmae(**MODELS[a.model]).to(dev)
+    b = a.batch
+    if a.model == "fmnist-finetune":
+        model = Classifier().to(dev)
+        inputs = [torch.randn(b, 49, 16).to(dev), (torch.arange(b) % 10).to(dev)]
+    else:
+        model = Srmae(**MODELS[a.model]).to(dev)
+        inputs = srmae_inputs(b, MODELS[a.model], dev)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.05)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    times = []
+    times, phases = [], {"forward": [], "backward": [], "optimizer": []}
+    model.train()
     for s in range(a.steps + 2):
         t = time.perf_counter()
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.bf16):
             loss = model(*inputs)
+        if a.phases:
+            sync()
+            t_fwd = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if a.phases:
+            sync()
+            t_bwd = time.perf_counter()
         torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf"))
         opt.step()
         sync()
         if s >= 2:
-            times.append(time.perf_counter() - t)
+            end = time.perf_counter()
+            times.append(end - t)
+            if a.phases:
+                phases["forward"].append(t_fwd - t)
+                phases["backward"].append(t_bwd - t_fwd)
+                phases["optimizer"].append(end - t_bwd)
     times.sort()
     med = times[len(times) // 2]
+    phases_s = {k: sorted(v)[len(v) // 2] for k, v in phases.items()} if a.phases else None
     mem = torch.cuda.max_memory_allocated() / 2**30 if dev.type == "cuda" else None
     try:
         import timm  # noqa: F401
@@ -152,7 +215,7 @@ def main():
         blocks = "local"
     print(json.dumps({"impl": "pytorch-eager", "torch": torch.__version__, "blocks": blocks, "model": a.model,
                       "device": a.device, "precision": "bf16" if a.bf16 else "f32", "batch": b, "threads": a.threads,
-                      "median_step_s": med, "images_per_s": b / med, "gpu_mem_gib": mem}))
+                      "median_step_s": med, "peak_rss_mib": peak_rss_mib(), "images_per_s": b / med, "gpu_mem_gib": mem, "phases_s": phases_s}))
 
 
 if __name__ == "__main__":

@@ -115,23 +115,26 @@ impl Conv3x3 {
             let wk = weight.permute((2, 3, 1, 0))?.reshape((9, c * c_out))?;
             // [HW*HW, C_in*C_out] -> [q, p, c, o] -> [q, c, p, o] -> [HW*C_in, HW*C_out]
             let dense = a.matmul(&wk)?.reshape((hw, hw, c, c_out))?.permute((0, 2, 1, 3))?.reshape((hw * c, hw * c_out))?;
-            let y = crate::autocast::matmul(&x.reshape((n, hw * c))?, &dense)?.reshape((n, h, w, c_out))?;
-            return match self.conv.bias() {
-                Some(b) => crate::row_broadcast::add_rows(&y, b),
-                None => Ok(y),
+            // One linear layer over all patches (`ops::linear`: one autograd
+            // node, a single GEMM per gradient): weight `[HW*C_out, HW*C_in]`,
+            // the bias repeated at every position.
+            let weight = dense.t()?.contiguous()?;
+            let y = match self.conv.bias() {
+                Some(b) => {
+                    let tiled = b.reshape((1, c_out))?.broadcast_as((hw, c_out))?.contiguous()?.reshape(hw * c_out)?;
+                    crate::ops::linear(&x.reshape((n, hw * c))?, &weight, Some(&tiled))?
+                }
+                None => crate::ops::linear(&x.reshape((n, hw * c))?, &weight, None)?,
             };
+            return y.reshape((n, h, w, c_out));
         }
         // [N, H*W + 1, C]: the map flattened, plus one zero row for the padding
         let flat = Tensor::cat(&[&x.reshape((n, h * w, c))?, &Tensor::zeros((n, 1, c), x.dtype(), x.device())?], 1)?;
         // [N, H*W*9, C] -> [N*H*W, 9*C], taps in (dy, dx) order, channels innermost
         let cols = flat.index_select(&self.taps, 1)?.reshape((n * h * w, 9 * c))?;
-        // [9*C, C_out] with row (dy*3 + dx)*C + c = weight[o, c, dy, dx]
-        let wmat = weight.permute((2, 3, 1, 0))?.reshape((9 * c, c_out))?;
-        let y = crate::autocast::matmul(&cols, &wmat)?; // [N*H*W, C_out]
-        let y = match self.conv.bias() {
-            Some(b) => crate::row_broadcast::add_rows(&y, b)?,
-            None => y,
-        };
+        // [C_out, 9*C] with column (dy*3 + dx)*C + c = weight[o, c, dy, dx]
+        let wmat = weight.permute((0, 2, 3, 1))?.reshape((c_out, 9 * c))?;
+        let y = crate::ops::linear(&cols, &wmat, self.conv.bias())?; // [N*H*W, C_out]
         y.reshape((n, h, w, c_out))
     }
 }

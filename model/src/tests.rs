@@ -327,3 +327,63 @@ fn masking_gather_and_unshuffle_match_mae() {
         ]
     );
 }
+
+/// Loss and every variable's gradient of `run` with the fused ops against
+/// the composed candle path (`ops::ComposedOnly`), within `1e-4` of each
+/// gradient's largest magnitude; and every variable gets a gradient.
+fn fused_matches_composed(name: &str, vm: &VarMap, run: impl Fn() -> Tensor) {
+    let fused_loss = run();
+    let fused = fused_loss.backward().unwrap();
+    let (composed_loss, composed) = {
+        let _composed = crate::ops::ComposedOnly::enter();
+        let loss = run();
+        let grads = loss.backward().unwrap();
+        (loss, grads)
+    };
+    let (a, b) = (fused_loss.to_scalar::<f32>().unwrap(), composed_loss.to_scalar::<f32>().unwrap());
+    assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{name}: loss {a} fused vs {b} composed");
+    for (var_name, var) in vm.data().lock().unwrap().iter() {
+        let (Some(ga), Some(gb)) = (fused.get(var.as_tensor()), composed.get(var.as_tensor())) else {
+            assert!(fused.get(var.as_tensor()).is_none() && composed.get(var.as_tensor()).is_none(), "{name}: {var_name} has a gradient on one path only");
+            continue;
+        };
+        let scale: f32 = gb.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
+        let err = crate::fused_cpu::tests::max_diff(ga, gb);
+        assert!(err <= 1e-4 * scale + 1e-7, "{name}: gradient of {var_name} differs by {err} (largest {scale})");
+    }
+}
+
+#[test]
+fn fused_ops_match_the_composed_path_on_whole_models() {
+    let dev = Device::Cpu;
+    for placement in [CluePlacement::Encoder, CluePlacement::Decoder] {
+        for head in [HeadConfig::Sr { features: 8, res_blocks: 2 }, HeadConfig::Linear] {
+            let vm = VarMap::new();
+            let model = Srmae::new(&tiny_cfg(placement, head.clone()), VarBuilder::from_varmap(&vm, DType::F32, &dev)).unwrap();
+            let x = batch(3, 11);
+            fused_matches_composed(&format!("SRMAE {placement:?}/{head:?}"), &vm, || {
+                crate::vit::seed_stochastic_depth(5);
+                model.forward(&x, true).unwrap().loss
+            });
+        }
+    }
+    let vm = VarMap::new();
+    let mae = Mae::new(&tiny_cfg(CluePlacement::Encoder, HeadConfig::Linear).mae, VarBuilder::from_varmap(&vm, DType::F32, &dev)).unwrap();
+    let x = batch(3, 12);
+    let hidden = x.mask.ne(0u8).unwrap().to_dtype(DType::F32).unwrap();
+    fused_matches_composed("MAE", &vm, || {
+        crate::vit::seed_stochastic_depth(6);
+        mae.forward(&x.patches, &x.visible, &x.restore, &hidden, true).unwrap().loss
+    });
+    use crate::classifier::{cross_entropy, Pool, VitClassifier};
+    let enc = tiny_cfg(CluePlacement::Encoder, HeadConfig::Linear).mae.encoder;
+    let labels = Tensor::from_vec(vec![0u32, 2, 1], 3, &dev).unwrap();
+    for pool in [Pool::Gap, Pool::Cls] {
+        let vm = VarMap::new();
+        let clf = VitClassifier::new(&enc, 3, pool, VarBuilder::from_varmap(&vm, DType::F32, &dev)).unwrap();
+        fused_matches_composed(&format!("classifier {pool:?}"), &vm, || {
+            crate::vit::seed_stochastic_depth(7);
+            cross_entropy(&clf.forward(&x.patches, true).unwrap(), &labels, 0.1).unwrap()
+        });
+    }
+}

@@ -95,6 +95,18 @@ pub(crate) enum Threads {
 /// docs/MODEL.md), split into a fixed number of row or column blocks that
 /// rayon runs in parallel; without it, in the `gemm` crate.
 pub(crate) fn matmul(dst: MatMut, lhs: Mat, rhs: Mat, scale: f32, accumulate: bool, threads: Threads) -> Result<()> {
+    matmul_in(dst, lhs, rhs, scale, accumulate, threads, Backend::Blas)
+}
+
+/// Which library runs a product (`Blas` falls back to `GemmCrate` without
+/// the `openblas` feature or for views CBLAS cannot take).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Blas,
+    GemmCrate,
+}
+
+fn matmul_in(dst: MatMut, lhs: Mat, rhs: Mat, scale: f32, accumulate: bool, threads: Threads, backend: Backend) -> Result<()> {
     let (m, n, k) = (dst.rows, dst.cols, lhs.cols);
     if lhs.rows != m || rhs.cols != n || rhs.rows != k {
         bail!("matmul: [{m}, {n}] = [{}, {}] x [{}, {}]", lhs.rows, lhs.cols, rhs.rows, rhs.cols);
@@ -114,10 +126,13 @@ pub(crate) fn matmul(dst: MatMut, lhs: Mat, rhs: Mat, scale: f32, accumulate: bo
         return Ok(());
     }
     #[cfg(feature = "openblas")]
-    if let (Some(a), Some(b)) = (blas::Operand::of(&lhs), blas::Operand::of(&rhs)) {
-        blas::sgemm_blocks(dst, a, b, (m, n, k), scale, accumulate, threads);
-        return Ok(());
+    if backend == Backend::Blas {
+        if let (Some(a), Some(b)) = (blas::Operand::of(&lhs), blas::Operand::of(&rhs)) {
+            blas::sgemm_blocks(dst, a, b, (m, n, k), scale, accumulate, threads);
+            return Ok(());
+        }
     }
+    let _ = backend;
     let parallelism = match (threads, candle_core::utils::get_num_threads()) {
         (Threads::All, n) if n > 1 => gemm::Parallelism::Rayon(n),
         _ => gemm::Parallelism::None,
@@ -150,6 +165,28 @@ pub(crate) fn matmul(dst: MatMut, lhs: Mat, rhs: Mat, scale: f32, accumulate: bo
         );
     }
     Ok(())
+}
+
+/// GFLOP/s of `[m, k] x [k, n]` products on all threads, median of `reps`
+/// after one warm-up: the benchmark that compares the CPU backends with
+/// PyTorch's (`srmae bench ops`). `weight_grad`: the left operand is read
+/// transposed (`dzᵀ x`, the weight gradient's layout); otherwise the right
+/// one is (`x Wᵀ`, the forward's).
+pub fn gemm_gflops(m: usize, k: usize, n: usize, reps: usize, backend: Backend, weight_grad: bool) -> Result<f64> {
+    let a: Vec<f32> = (0..m * k).map(|i| ((i % 13) as f32 - 6.0) * 0.1).collect();
+    let b: Vec<f32> = (0..k * n).map(|i| ((i % 7) as f32 - 3.0) * 0.1).collect();
+    let mut c = vec![0f32; m * n];
+    let mut times = Vec::with_capacity(reps);
+    for r in 0..=reps {
+        let t = std::time::Instant::now();
+        let (lhs, rhs) = if weight_grad { (Mat::rows(&a, k, m, m).t(), Mat::rows(&b, k, n, n)) } else { (Mat::rows(&a, m, k, k), Mat::rows(&b, n, k, k).t()) };
+        matmul_in(MatMut::rows(&mut c, m, n, n), lhs, rhs, 1.0, false, Threads::All, backend)?;
+        if r > 0 {
+            times.push(t.elapsed().as_secs_f64());
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(2.0 * (m * n * k) as f64 / times[times.len() / 2].max(1e-12) / 1e9)
 }
 
 /// OpenBLAS's CBLAS `sgemm`, linked statically (`model/build.rs`) from the

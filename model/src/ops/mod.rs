@@ -29,15 +29,42 @@ pub mod layer_norm;
 pub mod linear;
 
 pub use attention::attention;
+pub use cpu::{gemm_gflops, Backend};
 pub use layer_norm::layer_norm;
 pub use linear::{linear, linear_gelu};
 
+use std::cell::Cell;
+
 use candle_core::{DType, Tensor};
 
+thread_local! {
+    static COMPOSED_ONLY: Cell<bool> = const { Cell::new(false) };
+}
+
+/// A scope in which every op takes its composed candle path on this thread
+/// (tests compare whole models both ways; also a way to rule the fused
+/// kernels out when a result looks wrong). Scopes nest.
+#[must_use = "the composed path is only forced while the guard lives"]
+pub struct ComposedOnly {
+    previous: bool,
+}
+
+impl ComposedOnly {
+    pub fn enter() -> ComposedOnly {
+        ComposedOnly { previous: COMPOSED_ONLY.with(|c| c.replace(true)) }
+    }
+}
+
+impl Drop for ComposedOnly {
+    fn drop(&mut self) {
+        COMPOSED_ONLY.with(|c| c.set(self.previous));
+    }
+}
+
 /// Whether the fused CPU kernels run for these tensors: all F32 on the CPU,
-/// and no autocast scope (whose products are BF16/F16).
+/// no autocast scope (whose products are BF16/F16), no `ComposedOnly` scope.
 pub(crate) fn use_cpu_kernel(ts: &[&Tensor]) -> bool {
-    crate::autocast::matmul_dtype().is_none() && ts.iter().all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
+    !COMPOSED_ONLY.with(|c| c.get()) && crate::autocast::matmul_dtype().is_none() && ts.iter().all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
 }
 
 #[cfg(test)]

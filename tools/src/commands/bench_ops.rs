@@ -56,9 +56,9 @@ pub fn run(a: OpsArgs) -> Result<()> {
     let dev = crate::device::parse_device(&a.device)?;
     let precision = parse_precision(&a.precision).map_err(anyhow::Error::msg)?;
     // (token width, heads, decoder width, SR-head features) of `bench step`'s models
-    let (d, h, dd, feats) = match a.model.as_str() {
-        "tiny" => (192, 3, 256, 32),
-        _ => (768, 12, 512, 64),
+    let (d, h, dd, dh, feats) = match a.model.as_str() {
+        "tiny" => (192, 3, 256, 8, 32),
+        _ => (768, 12, 512, 16, 64),
     };
     let (b, n) = (a.batch, 197);
     let vm = candle_nn::VarMap::new();
@@ -67,6 +67,7 @@ pub fn run(a: OpsArgs) -> Result<()> {
     let attn = Attention::new(d, h, vb.pp("attn"))?;
     let mlp = Mlp::new(d, 4 * d, vb.pp("mlp"))?;
     let block = Block::new(d, h, 4.0, 0.0, vb.pp("block"))?;
+    let decoder_block = Block::new(dd, dh, 4.0, 0.0, vb.pp("decoder_block"))?;
     let head = SrHead::new(dd, feats, 2, 16, 4, 3, vb.pp("head"))?;
     let wqkv = vb.get((d, 3 * d), "wqkv")?;
     let conv = srmae_model::conv3x3::Conv3x3::new(feats + 4, feats, 4, 4, vb.pp("conv"))?;
@@ -85,6 +86,7 @@ pub fn run(a: OpsArgs) -> Result<()> {
         ("attention", vec![b, n, d], Box::new(|x| attn.forward(x))),
         ("mlp", vec![b, n, d], Box::new(|x| mlp.forward(x))),
         ("block", vec![b, n, d], Box::new(|x| block.forward(x, true))),
+        ("decoder block", vec![b, n, dd], Box::new(|x| decoder_block.forward(x, true))),
         ("gather_tokens 147 of 196", vec![b, 196, d], Box::new(|x| gather_tokens(x, &ids))),
         ("sr_head (-> 16x16x3)", vec![b, 196, dd], Box::new(|x| head.forward(x, &clues, &has))),
         ("conv3x3 on 4x4 (per patch)", vec![b * 196, 4, 4, feats + 4], Box::new(|x| conv.forward(x))),
@@ -92,6 +94,21 @@ pub fn run(a: OpsArgs) -> Result<()> {
         ("pixel-shuffle permute", vec![b * 196, 4, 4, 3, 4, 4], Box::new(|x| x.permute((0, 1, 4, 2, 5, 3))?.contiguous())),
         ("bias-grad sum over rows", vec![b * n, d], Box::new(|x| x.sum_keepdim(0))),
     ];
+    if dev.is_cpu() && a.only.as_deref().is_none_or(|o| "gemm".contains(o)) {
+        // The fused ops' products at this model's shapes: rows B*N, weight [out, in].
+        // forward x Wᵀ: [B*N, in] x [in, out]; weight gradient dzᵀ x: [out, B*N] x [B*N, in]
+        let mut shapes: Vec<(&str, [usize; 3])> = Vec::new();
+        for (k, nn) in [(d, 3 * d), (d, 4 * d), (4 * d, d), (dd, 4 * dd), (16 * (feats + 4), 16 * feats)] {
+            shapes.push(("x*W^T", [b * n, k, nn]));
+            shapes.push(("dz^T*x", [nn, b * n, k]));
+        }
+        for (kind, [m, k, nn]) in shapes {
+            for (backend, name) in [(srmae_model::ops::Backend::Blas, "openblas"), (srmae_model::ops::Backend::GemmCrate, "gemm-crate")] {
+                let gflops = srmae_model::ops::gemm_gflops(m, k, nn, a.reps, backend, kind == "dz^T*x")?;
+                println!("{}", serde_json::json!({"op": format!("gemm {kind} {name}"), "shape": [m, k, nn], "device": a.device, "precision": "f32", "gflops": gflops}));
+            }
+        }
+    }
     for (name, shape, op) in &ops {
         if a.only.as_deref().is_some_and(|o| !name.contains(o)) {
             continue;

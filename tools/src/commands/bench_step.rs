@@ -15,7 +15,9 @@ use srmae_model::autocast::{parse_precision, Autocast};
 use srmae_model::candle::{DType, Device, Tensor};
 use srmae_model::mae::MaeConfig;
 use srmae_model::optim::{param_groups, AdamW};
+use srmae_model::classifier::{cross_entropy, Pool, VitClassifier};
 use srmae_model::srmae::{inputs_from_host, Srmae, SrmaeConfig, SrmaeInputs};
+use srmae_model::vit::VitConfig;
 
 #[derive(Args, Debug)]
 pub struct StepArgs {
@@ -25,8 +27,10 @@ pub struct StepArgs {
     /// Timed steps (after 2 warm-up steps).
     #[arg(long, default_value_t = 5)]
     pub steps: usize,
-    /// Model: `tiny` (ViT-Ti/16, decoder 256x4, SR head 32) or `base`
-    /// (ViT-B/16, decoder 512x8, SR head 64, the imagenet-vitb16-pretrain model).
+    /// Model: `tiny` (ViT-Ti/16, decoder 256x4, SR head 32), `base`
+    /// (ViT-B/16, decoder 512x8, SR head 64, the imagenet-vitb16-pretrain
+    /// model), `fmnist` (the fmnist-pretrain recipe's SRMAE) or
+    /// `fmnist-finetune` (the fmnist-finetune recipe's classifier).
     #[arg(long, default_value = "tiny")]
     pub model: String,
     /// cpu, cuda or cuda:N.
@@ -48,10 +52,16 @@ pub struct StepArgs {
     pub phases: bool,
 }
 
-/// One step's input: a fixed SRMAE split of 196 patches (49 visible, 147
-/// clues of 3x4x4), shifted per sample.
-fn synthetic_batch(b: usize, dev: &Device) -> Result<SrmaeInputs> {
-    let (l, kv, kc) = (196usize, 49usize, 147usize);
+/// One step's input for `cfg`: a fixed SRMAE split of its patches (a
+/// quarter visible, the rest clues, as the recipes' `select_ratio` 0.75 and
+/// `clue_fraction` 1), shifted per sample. ViT-Ti/16: 49 visible, 147
+/// clues of 3x4x4; Fashion-MNIST: 12 visible, 37 clues of 1x1x1.
+fn synthetic_batch(cfg: &SrmaeConfig, b: usize, dev: &Device) -> Result<SrmaeInputs> {
+    let enc = &cfg.mae.encoder;
+    let l = enc.num_patches();
+    let kv = l - (0.75 * l as f64).round() as usize;
+    let kc = l - kv;
+    let clue_dim = enc.in_chans * cfg.clue_side * cfg.clue_side;
     let mut visible = Vec::with_capacity(b * kv);
     let mut clues = Vec::with_capacity(b * kc);
     let mut restore = vec![0u32; b * l];
@@ -74,8 +84,9 @@ fn synthetic_batch(b: usize, dev: &Device) -> Result<SrmaeInputs> {
             })
             .collect()
     };
-    let patches = Tensor::from_vec(wave(b * l * 768, 1), (b, l, 768), dev)?;
-    let clue_px = Tensor::from_vec(wave(b * kc * 48, 2), (b, kc, 48), dev)?;
+    let pd = enc.patch_dim();
+    let patches = Tensor::from_vec(wave(b * l * pd, 1), (b, l, pd), dev)?;
+    let clue_px = Tensor::from_vec(wave(b * kc * clue_dim, 2), (b, kc, clue_dim), dev)?;
     Ok(inputs_from_host(patches, &visible, &clues, clue_px, &restore, &mask, b, dev)?)
 }
 
@@ -99,13 +110,40 @@ struct Timing {
     phases: Option<[f64; 4]>,
 }
 
-fn time_steps(cfg: &SrmaeConfig, b: usize, steps: usize, dev: &Device, precision: Option<DType>, phases: bool) -> Result<Timing> {
+/// What a timed step trains.
+#[derive(Clone)]
+enum Bench {
+    Srmae(SrmaeConfig),
+    /// The fine-tuning classifier (global pool + fc_norm, label smoothing 0.1).
+    Classifier(VitConfig, usize),
+}
+
+/// The model's loss on a fixed synthetic batch, as a closure.
+type LossFn = Box<dyn Fn() -> srmae_model::candle::Result<Tensor>>;
+
+fn build(bench: &Bench, vb: candle_nn::VarBuilder, b: usize, dev: &Device) -> Result<LossFn> {
+    Ok(match bench {
+        Bench::Srmae(cfg) => {
+            let model = Srmae::new(cfg, vb)?;
+            let x = synthetic_batch(cfg, b, dev)?;
+            Box::new(move || Ok(model.forward(&x, true)?.loss))
+        }
+        Bench::Classifier(cfg, classes) => {
+            let model = VitClassifier::new(cfg, *classes, Pool::Gap, vb)?;
+            let (l, pd) = (cfg.num_patches(), cfg.patch_dim());
+            let patches = Tensor::from_vec((0..b * l * pd).map(|i| (i as f32 * 0.011).sin()).collect::<Vec<_>>(), (b, l, pd), dev)?;
+            let labels = Tensor::from_vec((0..b as u32).map(|i| i % *classes as u32).collect::<Vec<_>>(), b, dev)?;
+            Box::new(move || cross_entropy(&model.forward(&patches, true)?, &labels, 0.1))
+        }
+    })
+}
+
+fn time_steps(bench: &Bench, b: usize, steps: usize, dev: &Device, precision: Option<DType>, phases: bool) -> Result<Timing> {
     let vm = candle_nn::VarMap::new();
-    let model = Srmae::new(cfg, candle_nn::VarBuilder::from_varmap(&vm, DType::F32, dev))?;
+    let loss_of = build(bench, candle_nn::VarBuilder::from_varmap(&vm, DType::F32, dev), b, dev)?;
     srmae_model::init::seeded_init(&vm, 0)?;
     srmae_model::vit::seed_stochastic_depth(0);
     let mut opt = AdamW::new(param_groups(&vm, 0.05, None), 1e-4)?;
-    let x = synthetic_batch(b, dev)?;
     let _autocast = Autocast::enter(precision);
     let mut times = Vec::with_capacity(steps);
     let mut mem = None;
@@ -124,9 +162,9 @@ fn time_steps(cfg: &SrmaeConfig, b: usize, steps: usize, dev: &Device, precision
             Ok(())
         };
         let mut t0 = Instant::now();
-        let out = model.forward(&x, true)?;
+        let loss = loss_of()?;
         lap(0, &mut t0)?;
-        let grads = out.loss.backward()?;
+        let grads = loss.backward()?;
         lap(1, &mut t0)?;
         let norm = opt.grad_norm(&grads)?;
         lap(2, &mut t0)?;
@@ -137,7 +175,7 @@ fn time_steps(cfg: &SrmaeConfig, b: usize, steps: usize, dev: &Device, precision
             bail!("gradient norm {norm} at step {s}");
         }
         if s == 0 {
-            first_loss = out.loss.to_scalar::<f32>()? as f64;
+            first_loss = loss.to_scalar::<f32>()? as f64;
             first_grad_norm = norm;
         }
         if s >= 2 {
@@ -153,21 +191,36 @@ fn time_steps(cfg: &SrmaeConfig, b: usize, steps: usize, dev: &Device, precision
     Ok(Timing { median_s: med(&mut times), mem, first_loss, first_grad_norm, phases })
 }
 
+/// The process's peak resident set (`VmHWM`), in MiB.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
 pub fn run(a: StepArgs) -> Result<()> {
     crate::alloc::keep_freed_memory();
     let dev = crate::device::parse_device(&a.device)?;
     let precision = parse_precision(&a.precision).map_err(anyhow::Error::msg)?;
-    let (cfg, name) = match a.model.as_str() {
-        "tiny" => (SrmaeConfig::from_mae(MaeConfig::tiny_16(), 32), "srmae vit_tiny_16 dec256x4 sr-head32"),
-        "base" => (SrmaeConfig::base_16(), "srmae vit_base_16 dec512x8 sr-head64"),
-        other => bail!("--model {other:?}: expected tiny or base"),
+    // The Fashion-MNIST recipes' encoder (recipes/fmnist-*.toml).
+    let fmnist_encoder = VitConfig { img_size: 28, patch: 4, in_chans: 1, dim: 96, depth: 4, heads: 3, mlp_ratio: 4.0, drop_path: 0.0 };
+    let (bench, name) = match a.model.as_str() {
+        "tiny" => (Bench::Srmae(SrmaeConfig::from_mae(MaeConfig::tiny_16(), 32)), "srmae vit_tiny_16 dec256x4 sr-head32"),
+        "base" => (Bench::Srmae(SrmaeConfig::base_16()), "srmae vit_base_16 dec512x8 sr-head64"),
+        "fmnist" => {
+            let mae = MaeConfig { encoder: fmnist_encoder, decoder_dim: 64, decoder_depth: 2, decoder_heads: 4, norm_pix_loss: false };
+            (Bench::Srmae(SrmaeConfig::from_mae(mae, 32)), "srmae fmnist-pretrain vit96x4 dec64x2 sr-head32")
+        }
+        "fmnist-finetune" => (Bench::Classifier(VitConfig { drop_path: 0.1, ..fmnist_encoder }, 10), "fmnist-finetune classifier vit96x4 gap"),
+        other => bail!("--model {other:?}: expected tiny, base, fmnist or fmnist-finetune"),
     };
     if a.steps == 0 || a.batch == 0 {
         bail!("--steps and --batch must be at least 1");
     }
     let mut b = a.batch;
     let timing = loop {
-        match time_steps(&cfg, b, a.steps, &dev, precision, a.phases) {
+        match time_steps(&bench, b, a.steps, &dev, precision, a.phases) {
             Ok(t) => break t,
             Err(e) if a.fit && b > 1 && format!("{e:#}").to_ascii_lowercase().contains("out of memory") => {
                 tracing::info!("batch {b} does not fit ({e:#}); trying {}", b / 2);
@@ -179,7 +232,7 @@ pub fn run(a: StepArgs) -> Result<()> {
     let mut line = serde_json::json!({"impl": "srmae-candle", "model": name, "device": a.device, "precision": a.precision,
         "batch": b, "threads": rayon::current_num_threads(), "median_step_s": timing.median_s,
         "images_per_s": b as f64 / timing.median_s,
-        "gpu_mem_gib": timing.mem.map(|m| m as f64 / (1u64 << 30) as f64)});
+        "gpu_mem_gib": timing.mem.map(|m| m as f64 / (1u64 << 30) as f64), "peak_rss_mib": peak_rss_mib()});
     if let Some(p) = timing.phases {
         line["phases_s"] = serde_json::json!({"forward": p[0], "backward": p[1], "grad_norm": p[2], "optimizer": p[3]});
     }
