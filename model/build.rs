@@ -1,4 +1,4 @@
-//! Links OpenBLAS for the fused CPU ops (feature `openblas`, on by default):
+//! Links OpenBLAS for the fused CPU ops (feature `openblas`, opt-in):
 //! the static, thread-safe (pthread) build, so the binary needs no BLAS at run
 //! time; it is set to one thread per call, and rayon splits the products. `SRMAE_OPENBLAS_DIR` names the folder
 //! holding `libopenblas.a` (default: Debian's libopenblas-serial-dev).
@@ -18,7 +18,7 @@ fn main() {
             "srmae-model: {} not found. Install OpenBLAS's static library \
              (`scripts/setup.sh` does: apt-get install libopenblas-pthread-dev), set SRMAE_OPENBLAS_DIR \
              to a folder holding libopenblas.a, or build without the `openblas` feature \
-             (--no-default-features) to use the slower gemm crate.",
+             (the gemm crate then runs the products).",
             dir.join("libopenblas.a").display()
         );
     }

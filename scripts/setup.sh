@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what srmae's build and tests need on a fresh Debian machine:
-# the Fashion-MNIST IDX files (the default dataset), build tools, OpenBLAS,
-# and the font the PNG plots use.
+# the Fashion-MNIST IDX files (the default dataset), build tools, and the
+# font the PNG plots use.
 set -euo pipefail
 need=()
 [ -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] || need+=(dataset-fashion-mnist)
@@ -9,8 +9,6 @@ command -v cc >/dev/null || need+=(build-essential)
 command -v cmake >/dev/null || need+=(cmake)
 command -v nasm >/dev/null || need+=(nasm)
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
-# OpenBLAS (static, linked into srmae-model for the fused CPU ops' products)
-[ -f /usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.a ] || need+=(libopenblas-pthread-dev)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
   SUDO=""

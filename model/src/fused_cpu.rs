@@ -210,7 +210,8 @@ pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
 struct Normalise(f32);
 struct NormaliseGrad(f32);
 
-fn moments(x: &[f32], eps: f32) -> (f32, f32) {
+/// Mean and `1 / sqrt(biased variance + eps)` of a row.
+pub(crate) fn moments(x: &[f32], eps: f32) -> (f32, f32) {
     let n = x.len() as f32;
     let mean = x.iter().sum::<f32>() / n;
     let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;

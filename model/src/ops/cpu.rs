@@ -89,11 +89,12 @@ pub(crate) enum Threads {
 
 /// `dst = (accumulate ? dst : 0) + scale * lhs · rhs`.
 ///
-/// With the `openblas` feature (default) the product runs in OpenBLAS's
-/// single-threaded `sgemm` (AVX-512 kernels; the `gemm` crate has AVX2 ones
-/// only on stable Rust: 96 against 180 GFLOP/s on 2 cores at ViT-Ti shapes,
-/// docs/MODEL.md), split into a fixed number of row or column blocks that
-/// rayon runs in parallel; without it, in the `gemm` crate.
+/// By default the product runs in the `gemm` crate (candle's CPU GEMM), on
+/// rayon's threads. With the `openblas` feature it runs in OpenBLAS's
+/// `sgemm` (one thread per call), split into a fixed number of row or column
+/// blocks that rayon runs in parallel. At the step's shapes both reach
+/// 160-220 GFLOP/s on 2 cores, as PyTorch's MKL does (docs/MODEL.md,
+/// `srmae bench ops --only gemm`).
 pub(crate) fn matmul(dst: MatMut, lhs: Mat, rhs: Mat, scale: f32, accumulate: bool, threads: Threads) -> Result<()> {
     matmul_in(dst, lhs, rhs, scale, accumulate, threads, Backend::Blas)
 }

@@ -18,7 +18,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
 use super::cpu::{tensor, CpuF32};
-use crate::fused_cpu::slice;
+use crate::fused_cpu::{moments, slice};
 
 struct LayerNormOp {
     eps: f32,
@@ -30,13 +30,6 @@ struct LayerNormOp {
 /// given width, so partial sums never depend on the thread count.
 fn rows_per_block(d: usize) -> usize {
     (32_768 / d.max(1)).max(1)
-}
-
-fn row_stats(x: &[f32], eps: f32) -> (f32, f32) {
-    let n = x.len() as f32;
-    let mean = x.iter().sum::<f32>() / n;
-    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
-    (mean, 1.0 / (var + eps).sqrt())
 }
 
 impl CustomOp3 for LayerNormOp {
@@ -53,7 +46,7 @@ impl CustomOp3 for LayerNormOp {
         let rb = rows_per_block(d);
         y.par_chunks_mut(rb * d).zip(x.par_chunks(rb * d)).zip(stats.par_chunks_mut(rb)).for_each(|((y, x), st)| {
             for ((y, x), st) in y.chunks_exact_mut(d).zip(x.chunks_exact(d)).zip(st.iter_mut()) {
-                let (mean, r) = row_stats(x, self.eps);
+                let (mean, r) = moments(x, self.eps);
                 *st = (mean, r);
                 for (((y, &x), &w), &b) in y.iter_mut().zip(x).zip(w).zip(b) {
                     *y = (x - mean) * r * w + b;
