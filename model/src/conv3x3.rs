@@ -115,17 +115,14 @@ impl Conv3x3 {
             let wk = weight.permute((2, 3, 1, 0))?.reshape((9, c * c_out))?;
             // [HW*HW, C_in*C_out] -> [q, p, c, o] -> [q, c, p, o] -> [HW*C_in, HW*C_out]
             let dense = a.matmul(&wk)?.reshape((hw, hw, c, c_out))?.permute((0, 2, 1, 3))?.reshape((hw * c, hw * c_out))?;
-            // One linear layer over all patches (`ops::linear`: one autograd
-            // node, a single GEMM per gradient): weight `[HW*C_out, HW*C_in]`,
-            // the bias repeated at every position.
-            let weight = dense.t()?.contiguous()?;
-            let y = match self.conv.bias() {
-                Some(b) => {
-                    let tiled = b.reshape((1, c_out))?.broadcast_as((hw, c_out))?.contiguous()?.reshape(hw * c_out)?;
-                    crate::ops::linear(&x.reshape((n, hw * c))?, &weight, Some(&tiled))?
-                }
-                None => crate::ops::linear(&x.reshape((n, hw * c))?, &weight, None)?,
+            // One op over all patches (`ops::conv3x3_rows`: one autograd node,
+            // products by output row of the map, skipping the zero band of
+            // `dense`), the bias repeated at every position.
+            let bias = match self.conv.bias() {
+                Some(b) => b.reshape((1, c_out))?.broadcast_as((hw, c_out))?.contiguous()?.reshape(hw * c_out)?,
+                None => Tensor::zeros(hw * c_out, x.dtype(), x.device())?,
             };
+            let y = crate::ops::conv3x3_rows(&x.reshape((n, hw * c))?, &dense, &bias, h, w)?;
             return y.reshape((n, h, w, c_out));
         }
         // [N, H*W + 1, C]: the map flattened, plus one zero row for the padding
