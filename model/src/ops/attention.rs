@@ -21,7 +21,7 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::cpu::{matmul, tensor, CpuF32, Mat, MatMut, Threads};
-use crate::fused_cpu::{exp_f32, slice};
+use crate::fused_cpu::{exp_shifted_in_place, slice};
 
 struct AttentionOp {
     heads: usize,
@@ -49,7 +49,7 @@ fn softmax_rows_in_place(p: &mut [f32], n: usize) {
     for row in p.chunks_exact_mut(n) {
         let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         // Exponentials first (a loop that vectorises), then the sum.
-        row.iter_mut().for_each(|v| *v = exp_f32(*v - m));
+        exp_shifted_in_place(row, m);
         let inv = 1.0 / row.iter().sum::<f32>();
         row.iter_mut().for_each(|v| *v *= inv);
     }

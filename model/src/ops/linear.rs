@@ -18,7 +18,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::cpu::{matmul, tensor, CpuF32, Mat, MatMut, Threads};
-use crate::fused_cpu::{gelu, gelu_grad, slice};
+use crate::fused_cpu::{gelu_grad_into, gelu_into, slice};
 
 /// `[R, in] -> [R, out]` with bias (and GELU).
 struct LinearOp {
@@ -54,7 +54,7 @@ impl CustomOp3 for LinearOp {
             return Ok((CpuStorage::F32(z), Shape::from(dims)));
         }
         let mut y = vec![0f32; z.len()];
-        y.par_chunks_mut(CHUNK).zip(z.par_chunks(CHUNK)).for_each(|(y, z)| y.iter_mut().zip(z).for_each(|(y, &z)| *y = gelu(z)));
+        y.par_chunks_mut(CHUNK).zip(z.par_chunks(CHUNK)).for_each(|(y, z)| gelu_into(y, z));
         if self.pre_activation.set(z).is_err() {
             candle_core::bail!("{}: the op ran its forward twice", self.name());
         }
@@ -73,9 +73,7 @@ impl CustomOp3 for LinearOp {
                 candle_core::bail!("{}: backward before forward", self.name())
             };
             let mut d = vec![0f32; g.len()];
-            d.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK).zip(z.par_chunks(CHUNK))).for_each(|(d, (g, z))| {
-                d.iter_mut().zip(g.iter().zip(z)).for_each(|(d, (&g, &z))| *d = g * gelu_grad(z));
-            });
+            d.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK).zip(z.par_chunks(CHUNK))).for_each(|(d, (g, z))| gelu_grad_into(d, g, z));
             gelu_dz = d;
             &gelu_dz
         } else {
