@@ -21,7 +21,7 @@
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
-use super::cpu::{matmul, tensor, CpuF32, Mat, MatMut, Threads};
+use super::cpu::{matmul, repeat_rows, tensor, CpuF32, Mat, MatMut, Threads};
 use crate::fused_cpu::slice;
 
 /// Map and channel sizes.
@@ -59,10 +59,7 @@ impl CustomOp3 for Conv3x3RowsOp {
         let m = self.0;
         let (k, p) = (m.k(), m.p());
         let n = x.len() / k;
-        let mut y = vec![0f32; n * p];
-        for row in y.chunks_exact_mut(p) {
-            row.copy_from_slice(b);
-        }
+        let mut y = repeat_rows(b, n);
         for r in 0..m.h {
             let ((k0, k1), (p0, p1)) = m.band(r);
             let lhs = Mat { data: &x[k0..], rows: n, cols: k1 - k0, rs: k, cs: 1 };

@@ -34,6 +34,16 @@ impl<'a> CpuF32<'a> {
     }
 }
 
+/// `rows` copies of `v` back to back (an output pre-filled with its bias,
+/// onto which a product then accumulates).
+pub(crate) fn repeat_rows(v: &[f32], rows: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(v.len() * rows);
+    for _ in 0..rows {
+        out.extend_from_slice(v);
+    }
+    out
+}
+
 /// A CPU F32 tensor owning `data`.
 pub(crate) fn tensor(data: Vec<f32>, shape: impl Into<Shape>) -> Result<Tensor> {
     Tensor::from_vec(data, shape, &Device::Cpu)

@@ -17,7 +17,7 @@ use std::sync::OnceLock;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::cpu::{matmul, tensor, CpuF32, Mat, MatMut, Threads};
+use super::cpu::{matmul, repeat_rows, tensor, CpuF32, Mat, MatMut, Threads};
 use crate::fused_cpu::{gelu_grad_into, gelu_into, slice};
 
 /// `[R, in] -> [R, out]` with bias (and GELU).
@@ -43,8 +43,7 @@ impl CustomOp3 for LinearOp {
         let (x, w, b) = (slice(s1, l1, self.name())?, slice(s2, l2, self.name())?, slice(s3, l3, self.name())?);
         let (out_dim, in_dim) = l2.shape().dims2()?;
         let rows = x.len() / in_dim.max(1);
-        let mut z = vec![0f32; rows * out_dim];
-        z.par_chunks_mut(out_dim.max(1) * (CHUNK / out_dim.max(1)).max(1)).for_each(|c| c.chunks_exact_mut(out_dim).for_each(|r| r.copy_from_slice(b)));
+        let mut z = repeat_rows(b, rows);
         matmul(MatMut::rows(&mut z, rows, out_dim, out_dim), Mat::rows(x, rows, in_dim, in_dim), Mat::rows(w, out_dim, in_dim, in_dim).t(), 1.0, true, Threads::All)?;
         let mut dims = l1.dims().to_vec();
         if let Some(last) = dims.last_mut() {
