@@ -5,9 +5,13 @@
 #   TASK=photos32 bench/mim_results.sh [OUT]   the photo corpus at 32x32 RGB (default OUT=runs/results-photos)
 #
 # (bench/fmnist_results.sh and bench/photo_results.sh set TASK.)
-# Environment: SEEDS ("0 1 2"), PRETRAIN_EPOCHS, FINETUNE_EPOCHS, VLR (the
-# fine-tune-at-low-resolution side), MODES ("full vlr": which fine-tunings),
-# SRMAE (target/release/srmae). Pretraining checkpoints already in
+# Environment: SEEDS ("0 1 2"), PRETRAIN_EPOCHS, FINETUNE_EPOCHS,
+# PRETRAIN_WARMUP / FINETUNE_WARMUP (warm-up epochs; the recipes' when unset),
+# VLR (the fine-tune-at-low-resolution side), MODES ("full vlr": which
+# fine-tunings), SRMAE (target/release/srmae), ARMS ("srmae mae scratch"; also
+# srmae-pe: clues upsampled bicubic in place, embedded by the encoder's patch
+# embedding, with the low-resolution type embedding; srmae-pe-notype: without it;
+# srmae-pe-nearest: nearest upsampling, with it). Pretraining checkpoints already in
 # OUT/seedN/{srmae,mae}-pre are reused (a longer fine-tuning of the same
 # encoders: link them into a new OUT and set FINETUNE_EPOCHS).
 #
@@ -57,18 +61,35 @@ case $TASK in
 esac
 mkdir -p "$OUT"
 common=(--data $TRAIN --set "data.val=\"$VAL\"")
+ARMS=${ARMS:-srmae mae scratch}
+pre_warm=(); ft_warm=()
+[ -n "${PRETRAIN_WARMUP:-}" ] && pre_warm=(--set optim.warmup_epochs=$PRETRAIN_WARMUP)
+[ -n "${FINETUNE_WARMUP:-}" ] && ft_warm=(--set optim.warmup_epochs=$FINETUNE_WARMUP)
+# The pretraining of an arm: method and recipe overrides.
+arm_pretrain() {
+  case $1 in
+    srmae) echo "--method srmae" ;;
+    mae) echo "--method mae" ;;
+    srmae-pe) echo '--method srmae --set model.clue_embed={kind="patch_embed",upsample="bicubic",type_embed=true}' ;;
+    srmae-pe-notype) echo '--method srmae --set model.clue_embed={kind="patch_embed",upsample="bicubic",type_embed=false}' ;;
+    srmae-pe-nearest) echo '--method srmae --set model.clue_embed={kind="patch_embed",upsample="nearest",type_embed=true}' ;;
+    *) echo "unknown arm $1" >&2; exit 2 ;;
+  esac
+}
 log() { echo "[$(date +%T)] $*"; }
 timed() { local name=$1; shift; local t0=$(date +%s); "$@" > "$OUT/$name.log" 2>&1; echo "{\"run\": \"$name\", \"seconds\": $(( $(date +%s) - t0 ))}" >> "$OUT/times.jsonl"; }
 for seed in $SEEDS; do
   S=$OUT/seed$seed
   mkdir -p $S
-  for m in srmae mae; do
+  for m in $ARMS; do
+    [ $m = scratch ] && continue
     [ -f $S/$m-pre/checkpoint.safetensors ] && continue
     log "seed $seed: pretrain $m"
-    timed seed$seed-$m-pre $SRMAE pretrain --recipe "$(recipe pretrain)" --out $S/$m-pre --method $m "${common[@]}" \
-      --set optim.epochs=$PE --set run.seed=$seed
+    read -r -a how <<< "$(arm_pretrain $m)"
+    timed seed$seed-$m-pre $SRMAE pretrain --recipe "$(recipe pretrain)" --out $S/$m-pre "${how[@]}" "${common[@]}" \
+      --set optim.epochs=$PE --set run.seed=$seed "${pre_warm[@]}"
   done
-  for arm in srmae mae scratch; do
+  for arm in $ARMS; do
     if [ $arm = scratch ]; then init=(--scratch); else init=(--init $S/$arm-pre/checkpoint.safetensors); fi
     for mode in ${MODES:-full vlr}; do
       d=$S/$arm-ft-$mode
@@ -78,7 +99,7 @@ for seed in $SEEDS; do
       log "seed $seed: finetune $arm ($mode)"
       rm -rf $d
       timed seed$seed-$arm-ft-$mode $SRMAE finetune --recipe "$(recipe finetune)" "${init[@]}" --out $d "${common[@]}" \
-        --set optim.epochs=$FE --set run.seed=$seed "${extra[@]}"
+        --set optim.epochs=$FE --set run.seed=$seed "${ft_warm[@]}" "${extra[@]}"
       timed seed$seed-$arm-ft-$mode-eval $SRMAE eval --checkpoint $d/checkpoint.safetensors --data $TEST "${evalres[@]}"
     done
     if [ $arm != scratch ] && [ ! -f $S/$arm-lp/eval.json ]; then
@@ -92,10 +113,15 @@ for seed in $SEEDS; do
     log "seed $seed: SR quality"
     $SRMAE reconstruct --checkpoint $S/srmae-pre/checkpoint.safetensors --data $VAL --psnr 5000 --seed $seed --out $S/srmae-pre/psnr > $OUT/seed$seed-psnr.log 2>&1
   fi
-  $SRMAE plot --out $S/lowres.png $S/srmae-ft-full/eval.json=SRMAE $S/mae-ft-full/eval.json=MAE $S/scratch-ft-full/eval.json=scratch
+  curves=()
+  for arm in $ARMS; do [ -f $S/$arm-ft-full/eval.json ] && curves+=($S/$arm-ft-full/eval.json=$arm); done
+  [ ${#curves[@]} -gt 0 ] && $SRMAE plot --out $S/lowres.png "${curves[@]}"
 done
 if [ $TASK = photos32 ]; then python3 bench/summarize_results.py "$OUT" "the 2,025 photo-corpus test crops"; else python3 bench/summarize_results.py "$OUT"; fi
 M=$OUT/mean
-$SRMAE plot --out $OUT/lowres-mean.png --title "top-1 vs test resolution (mean over seeds)" \
-  $M/srmae-ft.json="SRMAE fine-tuned" $M/mae-ft.json="MAE fine-tuned" $M/scratch-ft.json="scratch" \
-  $M/srmae-lp.json="SRMAE linear probe" $M/mae-lp.json="MAE linear probe"
+curves=()
+for arm in $ARMS; do
+  [ -f $M/$arm-ft.json ] && curves+=("$M/$arm-ft.json=$arm fine-tuned")
+  [ -f $M/$arm-lp.json ] && curves+=("$M/$arm-lp.json=$arm linear probe")
+done
+$SRMAE plot --out $OUT/lowres-mean.png --title "top-1 vs test resolution (mean over seeds)" "${curves[@]}"

@@ -34,7 +34,9 @@ def fmt(values):
 
 def main(root, test_set="the 10,000 Fashion-MNIST test images"):
     seeds = sorted(d for d in glob.glob(os.path.join(root, "seed*")) if os.path.isdir(d))
-    arms = ["srmae", "mae", "scratch"]
+    found = {os.path.basename(d).rsplit("-ft-", 1)[0] for s in seeds for d in glob.glob(os.path.join(s, "*-ft-*"))}
+    arms = [a for a in ["srmae", "srmae-pe", "srmae-pe-notype", "srmae-pe-nearest", "mae", "scratch"] if a in found]
+    arms += sorted(found - set(arms))
     res_set = set()
     table = {}  # (arm, protocol, res) -> [top1]
     for s in seeds:

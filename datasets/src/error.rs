@@ -45,6 +45,12 @@ pub enum Error {
     /// Invalid options given by the caller.
     #[error("invalid option: {0}")]
     InvalidOption(String),
+    /// Another process is packing into the same directory.
+    #[error("{path}: another srmae pack is writing into this directory (lock {lock}); wait for it or choose another output")]
+    Busy { path: PathBuf, lock: PathBuf },
+    /// Packing was stopped (`pack::request_stop`, e.g. on Ctrl-C).
+    #[error("packing into {path} was interrupted; its partial files were removed")]
+    Interrupted { path: PathBuf },
 }
 
 impl Error {

@@ -23,6 +23,11 @@ pub enum Pool {
     Cls,
 }
 
+/// Std of the fine-tuning head's initial weights (MAE `main_finetune.py`).
+pub const FINETUNE_HEAD_STD: f64 = 2e-5;
+/// Std of the linear probe's initial weights (MAE `main_linprobe.py`).
+pub const PROBE_HEAD_STD: f64 = 0.01;
+
 /// ViT + head for fine-tuning.
 pub struct VitClassifier {
     pub encoder: VitEncoder,

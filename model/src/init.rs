@@ -65,6 +65,22 @@ pub fn seeded_init(varmap: &VarMap, seed: u64) -> Result<()> {
     Ok(())
 }
 
+/// Redraws variable `name` of `varmap` from a normal of std `std`, keyed by
+/// (seed, name) as `seeded_init`. Classification heads use it: MAE starts the
+/// fine-tuning head at std 2e-5 (`main_finetune.py`), so the first logits are
+/// ~0 and the first steps train the head rather than undo a random one, and
+/// the probe's head at std 0.01 (`main_linprobe.py`).
+pub fn normal_init(varmap: &VarMap, name: &str, std: f64, seed: u64) -> Result<()> {
+    let data = varmap.data().lock().expect("varmap lock");
+    let Some(var) = data.get(name) else {
+        candle_core::bail!("normal_init: no variable {name}")
+    };
+    let dims = var.as_tensor().dims().to_vec();
+    let mut rng = ChaCha8Rng::seed_from_u64(key(seed, name));
+    let values: Vec<f32> = (0..dims.iter().product::<usize>()).map(|_| (std * normal(&mut rng)) as f32).collect();
+    var.set(&Tensor::from_vec(values, dims.as_slice(), var.as_tensor().device())?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,5 +113,24 @@ mod tests {
         let cls = &a.iter().find(|(n, _)| n == "cls_token").unwrap().1;
         let sd = (cls.iter().map(|v| v * v).sum::<f32>() / cls.len() as f32).sqrt();
         assert!((0.01..0.03).contains(&sd), "cls std {sd}");
+    }
+
+    #[test]
+    fn normal_init_redraws_one_variable_at_the_given_std() {
+        let vm = VarMap::new();
+        Srmae::new(&SrmaeConfig::fmnist_tiny(), VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
+        seeded_init(&vm, 0).unwrap();
+        let before = flat(&vm);
+        normal_init(&vm, "blocks.0.attn.qkv.weight", 2e-5, 0).unwrap();
+        let after = flat(&vm);
+        for ((name, a), (_, b)) in before.iter().zip(&after) {
+            if name == "blocks.0.attn.qkv.weight" {
+                let sd = (b.iter().map(|v| v * v).sum::<f32>() / b.len() as f32).sqrt();
+                assert!((1.5e-5..2.5e-5).contains(&sd), "std {sd}");
+            } else {
+                assert_eq!(a, b, "{name} changed");
+            }
+        }
+        assert!(normal_init(&vm, "no.such.weight", 1.0, 0).is_err());
     }
 }

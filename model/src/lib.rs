@@ -12,6 +12,7 @@
 
 pub mod autocast;
 pub mod checkpoint;
+pub mod clue_upsample;
 pub mod classifier;
 pub mod conv3x3;
 pub mod cuda_setup;

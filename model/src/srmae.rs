@@ -20,7 +20,24 @@ use serde::{Deserialize, Serialize};
 use crate::loss::{norm_pix, weighted_patch_mse};
 use crate::mae::{MaeConfig, MaeDecoder, MimOutput};
 use crate::sr_head::{HeadConfig, PredHead};
+use crate::clue_upsample::{upsample_map, Upsample};
 use crate::vit::{gather_tokens, linear_xavier, VitEncoder};
+
+/// How a clue becomes a token.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ClueEmbed {
+    /// Its own linear embedding of the `C*r*r` pixels, plus the position and
+    /// the low-resolution type embedding. The encoder's patch embedding never
+    /// sees low-resolution content.
+    #[default]
+    Own,
+    /// Upsampled back to `p x p` (`clue_upsample`) and embedded by the
+    /// encoder's own patch embedding, plus the position and, with
+    /// `type_embed`, the low-resolution type embedding: the patch embedding
+    /// learns the blurred patches the very-low-resolution test feeds it.
+    PatchEmbed { upsample: Upsample, type_embed: bool },
+}
 
 /// Where the clue tokens go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,6 +53,9 @@ pub struct SrmaeConfig {
     /// Clue side r (patch / downsampling factor).
     pub clue_side: usize,
     pub placement: CluePlacement,
+    /// How clue tokens are embedded (absent in older checkpoints: `Own`).
+    #[serde(default)]
+    pub clue_embed: ClueEmbed,
     pub head: HeadConfig,
     /// Loss weight of hidden patches.
     pub w_hidden: f64,
@@ -51,6 +71,7 @@ impl SrmaeConfig {
             mae,
             clue_side,
             placement: CluePlacement::Encoder,
+            clue_embed: ClueEmbed::Own,
             head: HeadConfig::Sr { features, res_blocks: 2 },
             w_hidden: 1.0,
             w_clue: 1.0,
@@ -98,8 +119,12 @@ pub fn clue_slots(clue_ids: &[u32], b: usize, kc: usize, l: usize) -> Vec<u32> {
 pub struct Srmae {
     pub cfg: SrmaeConfig,
     pub encoder: VitEncoder,
-    pub clue_embed: Linear,
-    pub lowres_type: Tensor,
+    /// `ClueEmbed::Own`: the clues' own embedding.
+    pub clue_embed: Option<Linear>,
+    /// `ClueEmbed::PatchEmbed`: `[C*r*r, p*p*C]`, clue -> upsampled patch (fixed).
+    pub clue_upsample: Option<Tensor>,
+    /// The low-resolution type embedding (absent for `PatchEmbed` without `type_embed`).
+    pub lowres_type: Option<Tensor>,
     pub decoder: MaeDecoder,
     pub head: PredHead,
 }
@@ -112,17 +137,30 @@ impl Srmae {
             CluePlacement::Encoder => enc.dim,
             CluePlacement::Decoder => cfg.mae.decoder_dim,
         };
+        let lowres_type = || vb.get_with_hints((1, 1, token_dim), "lowres_type", candle_nn::Init::Randn { mean: 0.0, stdev: 0.02 });
+        let (clue_embed, clue_upsample, lowres_type) = match cfg.clue_embed {
+            ClueEmbed::Own => (Some(linear_xavier(clue_dim, token_dim, vb.pp("clue_embed"))?), None, Some(lowres_type()?)),
+            ClueEmbed::PatchEmbed { upsample, type_embed } => {
+                if cfg.placement != CluePlacement::Encoder {
+                    candle_core::bail!("clue_embed = patch_embed embeds clues with the encoder's patch embedding: it needs placement = \"encoder\"");
+                }
+                let map = upsample_map(cfg.clue_side, enc.patch, enc.in_chans, upsample, vb.device())?;
+                (None, Some(map), if type_embed { Some(lowres_type()?) } else { None })
+            }
+        };
         Ok(Srmae {
             cfg: cfg.clone(),
             encoder: VitEncoder::new(enc, vb.clone())?,
-            clue_embed: linear_xavier(clue_dim, token_dim, vb.pp("clue_embed"))?,
-            lowres_type: vb.get_with_hints((1, 1, token_dim), "lowres_type", candle_nn::Init::Randn { mean: 0.0, stdev: 0.02 })?,
+            clue_embed,
+            clue_upsample,
+            lowres_type,
             decoder: MaeDecoder::new(&cfg.mae, vb.clone())?,
             head: PredHead::new(&cfg.head, cfg.mae.decoder_dim, enc.patch, cfg.clue_side, enc.in_chans, vb.pp("sr_head"))?,
         })
     }
 
-    /// Clue tokens: own embedding + position of their patch + type embedding.
+    /// Clue tokens: embedding (own, or the encoder's patch embedding of the
+    /// upsampled clue) + position of their patch (+ type embedding).
     /// # Shapes
     /// - `clue_pixels`: `[B, Kc, C*r*r]`, `clue_ids`: `[B, Kc]`, `pos`: `[1, 1+L, D]` -> `[B, Kc, D]`
     fn clue_tokens(&self, clue_pixels: &Tensor, clue_ids: &Tensor, pos: &Tensor) -> Result<Tensor> {
@@ -130,7 +168,21 @@ impl Srmae {
         let (l, d) = (pos.dim(1)? - 1, pos.dim(2)?);
         // [B*Kc, D] rows of the patch positions (backward: one index-add into [L, D])
         let pos = pos.narrow(1, 1, l)?.reshape((l, d))?.index_select(&clue_ids.flatten_all()?, 0)?.reshape((b, kc, d))?;
-        crate::row_broadcast::add_rows(&self.clue_embed.forward(clue_pixels)?.add(&pos)?, &self.lowres_type)
+        let embedded = match (&self.clue_embed, &self.clue_upsample) {
+            (Some(own), _) => own.forward(clue_pixels)?,
+            (None, Some(map)) => {
+                // [B, Kc, C*r*r] -> [B, Kc, p*p*C]; the map is fixed, so no gradient flows into it.
+                let cd = clue_pixels.dim(2)?;
+                let up = clue_pixels.reshape((b * kc, cd))?.matmul(map)?;
+                self.encoder.patch_embed.forward(&up.reshape((b, kc, map.dim(1)?))?)?
+            }
+            (None, None) => candle_core::bail!("SRMAE without a clue embedding"),
+        };
+        let tokens = embedded.add(&pos)?;
+        match &self.lowres_type {
+            Some(t) => crate::row_broadcast::add_rows(&tokens, t),
+            None => Ok(tokens),
+        }
     }
 
     /// # Shapes: see `SrmaeInputs`; `pred` is `[B, L, p*p*C]`.
@@ -197,4 +249,79 @@ pub fn inputs_from_host(
         restore: Tensor::from_slice(restore, (b, l), dev)?,
         mask: Tensor::from_slice(mask, (b, l), dev)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mae::MaeConfig;
+    use crate::vit::VitConfig;
+    use candle_nn::{VarBuilder, VarMap};
+
+    fn cfg(clue_embed: ClueEmbed, placement: CluePlacement) -> SrmaeConfig {
+        let mae = MaeConfig {
+            encoder: VitConfig { img_size: 8, patch: 4, in_chans: 2, dim: 8, depth: 1, heads: 2, mlp_ratio: 2.0, drop_path: 0.0 },
+            decoder_dim: 8,
+            decoder_depth: 1,
+            decoder_heads: 2,
+            norm_pix_loss: false,
+        };
+        SrmaeConfig { clue_embed, placement, clue_side: 2, ..SrmaeConfig::from_mae(mae, 4) }
+    }
+
+    /// Without the type embedding, a clue of a patch that has no detail
+    /// below the clue's resolution is the same token as the patch seen at
+    /// full resolution: the encoder cannot tell them apart.
+    #[test]
+    fn patch_embed_clue_of_a_blocky_patch_is_the_visible_token() {
+        let dev = Device::Cpu;
+        let vm = VarMap::new();
+        let embed = ClueEmbed::PatchEmbed { upsample: Upsample::Nearest, type_embed: false };
+        let model = Srmae::new(&cfg(embed, CluePlacement::Encoder), VarBuilder::from_varmap(&vm, DType::F32, &dev)).unwrap();
+        crate::init::seeded_init(&vm, 3).unwrap();
+        assert!(model.clue_embed.is_none() && model.lowres_type.is_none());
+        // Patch 3 of a 2x2 grid: 2x2 blocks of constant value per channel, channel-last (p, p, C).
+        let clue = [1f32, -2., 0.5, 3., 7., 4., -1., 0.25]; // (C, r, r)
+        let mut patch = vec![0f32; 4 * 4 * 2];
+        for y in 0..4 {
+            for x in 0..4 {
+                for c in 0..2 {
+                    patch[(y * 4 + x) * 2 + c] = clue[c * 4 + (y / 2) * 2 + x / 2];
+                }
+            }
+        }
+        let mut patches = vec![0f32; 4 * 32];
+        patches[3 * 32..].copy_from_slice(&patch);
+        let visible = model.encoder.embed(&Tensor::from_vec(patches, (1, 4, 32), &dev).unwrap()).unwrap().narrow(1, 3, 1).unwrap();
+        let token = model
+            .clue_tokens(&Tensor::from_vec(clue.to_vec(), (1, 1, 8), &dev).unwrap(), &Tensor::new(&[[3u32]], &dev).unwrap(), &model.encoder.pos_embed)
+            .unwrap();
+        let (a, b): (Vec<f32>, Vec<f32>) = (visible.flatten_all().unwrap().to_vec1().unwrap(), token.flatten_all().unwrap().to_vec1().unwrap());
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() < 1e-5, "{a:?} vs {b:?}");
+        }
+        // With the type embedding they differ by exactly it.
+        let vm = VarMap::new();
+        let typed = Srmae::new(&cfg(ClueEmbed::PatchEmbed { upsample: Upsample::Nearest, type_embed: true }, CluePlacement::Encoder), VarBuilder::from_varmap(&vm, DType::F32, &dev)).unwrap();
+        assert!(typed.lowres_type.is_some() && typed.clue_embed.is_none());
+    }
+
+    #[test]
+    fn patch_embed_clues_need_the_encoder_placement() {
+        let vm = VarMap::new();
+        let embed = ClueEmbed::PatchEmbed { upsample: Upsample::Bicubic, type_embed: true };
+        let err = Srmae::new(&cfg(embed, CluePlacement::Decoder), VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).err().expect("refused");
+        assert!(err.to_string().contains("placement"), "{err}");
+    }
+
+    #[test]
+    fn configs_without_clue_embed_read_as_own() {
+        // A checkpoint's config from before `clue_embed` existed.
+        let mut json = serde_json::to_value(cfg(ClueEmbed::Own, CluePlacement::Encoder)).unwrap();
+        json.as_object_mut().unwrap().remove("clue_embed");
+        let old: SrmaeConfig = serde_json::from_value(json).unwrap();
+        assert_eq!(old.clue_embed, ClueEmbed::Own);
+        let e: ClueEmbed = serde_json::from_str(r#"{"kind": "patch_embed", "upsample": "bicubic", "type_embed": false}"#).unwrap();
+        assert_eq!(e, ClueEmbed::PatchEmbed { upsample: Upsample::Bicubic, type_embed: false });
+    }
 }

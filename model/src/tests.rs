@@ -121,12 +121,15 @@ fn batch(b: usize, seed: u64) -> SrmaeInputs {
 
 #[test]
 fn every_trainable_variable_gets_a_gradient() {
-    for (placement, head) in [
-        (CluePlacement::Encoder, HeadConfig::Sr { features: 8, res_blocks: 2 }),
-        (CluePlacement::Decoder, HeadConfig::Linear),
+    let upsampled = |upsample, type_embed| crate::srmae::ClueEmbed::PatchEmbed { upsample, type_embed };
+    for (placement, head, clue_embed) in [
+        (CluePlacement::Encoder, HeadConfig::Sr { features: 8, res_blocks: 2 }, crate::srmae::ClueEmbed::Own),
+        (CluePlacement::Decoder, HeadConfig::Linear, crate::srmae::ClueEmbed::Own),
+        (CluePlacement::Encoder, HeadConfig::Sr { features: 8, res_blocks: 1 }, upsampled(crate::clue_upsample::Upsample::Bicubic, true)),
+        (CluePlacement::Encoder, HeadConfig::Linear, upsampled(crate::clue_upsample::Upsample::Nearest, false)),
     ] {
         let vm = VarMap::new();
-        let cfg = tiny_cfg(placement, head.clone());
+        let cfg = SrmaeConfig { clue_embed, ..tiny_cfg(placement, head.clone()) };
         let model = Srmae::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
         let out = model.forward(&batch(4, 1), true).unwrap();
         assert_eq!(out.pred.dims(), &[4, 16, 48]);

@@ -74,6 +74,15 @@ fn main() -> anyhow::Result<()> {
         // SAFETY: as above.
         unsafe { std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", "1000") };
     }
+    // User errors print their message chain; a backtrace only on request
+    // (SRMAE_BACKTRACE=1), not whenever RUST_BACKTRACE is set in a developer's
+    // shell. anyhow captures backtraces by RUST_LIB_BACKTRACE first, panics
+    // by RUST_BACKTRACE, so panics keep theirs.
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        let wanted = std::env::var("SRMAE_BACKTRACE").is_ok_and(|v| v != "0" && !v.is_empty());
+        // SAFETY: as above.
+        unsafe { std::env::set_var("RUST_LIB_BACKTRACE", if wanted { "1" } else { "0" }) };
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),

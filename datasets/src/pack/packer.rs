@@ -4,7 +4,9 @@
 //! the thread count. Shards are renamed into place when complete and the
 //! manifest is written last: a directory with a manifest is a complete pack.
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -52,6 +54,57 @@ pub fn shard_file_name(n: usize) -> String {
     format!("shard-{n:05}.srs")
 }
 
+/// The lock file a pack holds in its output directory (an advisory `flock`,
+/// released by the kernel when the process ends, however it ends).
+pub const LOCK_FILE: &str = ".srmae-pack.lock";
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+/// Asks running packs to stop after their current chunk: they remove their
+/// partial files and return `Error::Interrupted` (the `srmae pack` Ctrl-C
+/// handler calls it).
+pub fn request_stop() {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// Takes the output directory's pack lock, or says who holds it.
+fn lock_out_dir(out: &Path) -> Result<File> {
+    let path = out.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Busy { path: out.to_path_buf(), lock: path }),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
+    }
+}
+
+/// Whether `name` is a file a pack writes (shards, rejects, temporaries).
+fn is_pack_file(name: &str) -> bool {
+    (name.starts_with("shard-") && (name.ends_with(".srs") || name.ends_with(".srs.tmp")))
+        || name == REJECTS_FILE
+        || name.ends_with(".json.tmp")
+}
+
+/// Removes the files of an unfinished pack (after an error: a directory
+/// without a manifest is incomplete, and its shards would only fill the disk).
+fn remove_pack_files(out: &Path) -> Result<()> {
+    let rd = std::fs::read_dir(out).map_err(|e| Error::io(out, e))?;
+    for ent in rd.filter_map(|e| e.ok()) {
+        if is_pack_file(&ent.file_name().to_string_lossy()) {
+            match std::fs::remove_file(ent.path()) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io(ent.path(), e)),
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Makes `out` ready: refuses to overwrite a complete pack unless allowed,
 /// and removes the old manifest first so the directory never looks complete
 /// while it holds a mix of old and new shards.
@@ -67,17 +120,7 @@ fn prepare_out_dir(out: &Path, overwrite: bool) -> Result<()> {
         }
         std::fs::remove_file(&manifest).map_err(|e| Error::io(&manifest, e))?;
     }
-    let rd = std::fs::read_dir(out).map_err(|e| Error::io(out, e))?;
-    for ent in rd.filter_map(|e| e.ok()) {
-        let name = ent.file_name().to_string_lossy().into_owned();
-        let ours = (name.starts_with("shard-") && (name.ends_with(".srs") || name.ends_with(".srs.tmp")))
-            || name == REJECTS_FILE
-            || name.ends_with(".json.tmp");
-        if ours {
-            std::fs::remove_file(ent.path()).map_err(|e| Error::io(ent.path(), e))?;
-        }
-    }
-    Ok(())
+    remove_pack_files(out)
 }
 
 /// Writes `bytes` to `path` atomically (temporary name, fsync, rename).
@@ -133,6 +176,11 @@ impl ShardSink<'_> {
 }
 
 /// Packs `source` into `out`. `progress` is called after each chunk.
+///
+/// One pack at a time per directory (a lock file, `LOCK_FILE`). A pack that
+/// fails (any error: a full disk, a bad source, `request_stop`) removes the
+/// shards and temporary files it wrote before returning the error; a
+/// directory with a manifest is never left half-written.
 pub fn pack(
     source: &dyn Source,
     info: SourceInfo,
@@ -141,8 +189,40 @@ pub fn pack(
     opts: &PackOptions,
     progress: &(dyn Fn(PackProgress) + Sync),
 ) -> Result<PackReport> {
+    pack_with_stop(source, info, split, out, opts, progress, &STOP)
+}
+
+/// `pack` with its own stop flag (tests; `pack` uses the one `request_stop` sets).
+fn pack_with_stop(
+    source: &dyn Source,
+    info: SourceInfo,
+    split: &str,
+    out: &Path,
+    opts: &PackOptions,
+    progress: &(dyn Fn(PackProgress) + Sync),
+    stop: &AtomicBool,
+) -> Result<PackReport> {
     opts.validate().map_err(Error::InvalidOption)?;
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let _lock = lock_out_dir(out)?;
     prepare_out_dir(out, opts.overwrite)?;
+    let result = pack_locked(source, info, split, out, opts, progress, stop);
+    if result.is_err() {
+        // Best effort: the pack's own error is the one to report.
+        let _ = remove_pack_files(out);
+    }
+    result
+}
+
+fn pack_locked(
+    source: &dyn Source,
+    info: SourceInfo,
+    split: &str,
+    out: &Path,
+    opts: &PackOptions,
+    progress: &(dyn Fn(PackProgress) + Sync),
+    stop: &AtomicBool,
+) -> Result<PackReport> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(opts.threads)
         .build()
@@ -182,6 +262,9 @@ pub fn pack(
     };
     check_rejects(&rejects)?;
     for start in (0..total).step_by(chunk) {
+        if stop.load(Ordering::SeqCst) {
+            return Err(Error::Interrupted { path: out.to_path_buf() });
+        }
         let end = (start + chunk).min(total);
         let results: Vec<std::result::Result<Encoded, String>> = pool.install(|| {
             (start..end)
@@ -247,5 +330,86 @@ pub fn pack(
 fn sync_dir(dir: &Path) {
     if let Ok(f) = std::fs::File::open(dir) {
         let _ = f.sync_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sources::{Payload, SourceItem};
+
+    /// `n` grey 32x32 images of noise (so shards fill quickly).
+    struct Noise {
+        n: usize,
+        classes: Vec<String>,
+    }
+
+    impl Source for Noise {
+        fn kind(&self) -> &'static str {
+            "noise"
+        }
+        fn classes(&self) -> &[String] {
+            &self.classes
+        }
+        fn len(&self) -> usize {
+            self.n
+        }
+        fn name(&self, i: usize) -> String {
+            format!("noise-{i}")
+        }
+        fn load(&self, i: usize) -> std::result::Result<SourceItem, String> {
+            let data = (0..1024u64).map(|k| ((k * 2654435761 + i as u64 * 40503) >> 7) as u8).collect();
+            Ok(SourceItem { label: Some(0), payload: Payload::Pixels { width: 32, height: 32, channels: 1, data } })
+        }
+        fn listing_rejects(&self) -> &[(String, String)] {
+            &[]
+        }
+    }
+
+    fn opts() -> PackOptions {
+        PackOptions { threads: 1, shard_bytes: 4096, ..PackOptions::default() }
+    }
+
+    fn info() -> SourceInfo {
+        SourceInfo { kind: "noise".into(), path: "-".into() }
+    }
+
+    /// Stopped after its first chunk (several shards already complete), a
+    /// pack removes every shard and temporary file it wrote.
+    #[test]
+    fn a_stopped_pack_removes_what_it_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let stop = AtomicBool::new(false);
+        let progress = |_: PackProgress| {
+            stop.store(true, Ordering::SeqCst);
+        };
+        let source = Noise { n: 4 * CHUNK_PER_THREAD, classes: vec!["a".into()] };
+        let err = pack_with_stop(&source, info(), "train", &out, &opts(), &progress, &stop).unwrap_err();
+        assert!(matches!(err, Error::Interrupted { .. }), "{err}");
+        let left: Vec<String> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != LOCK_FILE)
+            .collect();
+        assert!(left.is_empty(), "left behind: {left:?}");
+        // Unstopped, the same pack completes, in several shards.
+        let report = pack_with_stop(&source, info(), "train", &out, &opts(), &|_| {}, &AtomicBool::new(false)).unwrap();
+        assert!(report.manifest.shards.len() > 2);
+    }
+
+    #[test]
+    fn a_locked_directory_is_refused_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let source = Noise { n: 10, classes: vec!["a".into()] };
+        pack(&source, info(), "train", &out, &opts(), &|_| {}).unwrap();
+        let held = lock_out_dir(&out).unwrap();
+        let again = PackOptions { overwrite: true, ..opts() };
+        let err = pack(&source, info(), "train", &out, &again, &|_| {}).unwrap_err();
+        assert!(matches!(err, Error::Busy { .. }), "{err}");
+        assert!(out.join(MANIFEST_FILE).exists(), "the refused pack touched the complete one");
+        drop(held);
+        pack(&source, info(), "train", &out, &again, &|_| {}).unwrap();
     }
 }

@@ -50,7 +50,8 @@ pub struct FinetuneArgs {
     /// Packed validation set (overrides data.val).
     #[arg(long)]
     pub val: Option<PathBuf>,
-    /// Continue the run in --out from its checkpoint.
+    /// Continue the run in --out from its checkpoint; with no checkpoint there
+    /// yet, start it (one command line both starts and resumes a job).
     #[arg(long)]
     pub resume: bool,
     /// cpu, cuda or cuda:N.
@@ -136,10 +137,14 @@ pub fn encoder_config(recipe: &Recipe, init: Option<&std::path::Path>) -> Result
 }
 
 pub fn run(a: FinetuneArgs) -> Result<()> {
-    if a.init.is_none() && !a.scratch && !a.resume {
+    let recipe = load_recipe(&a.recipe, &a.overrides, &a.data, &a.val, a.threads)?;
+    let resume = RunDir::resumes(&a.out, &recipe, a.resume)?;
+    if a.init.is_none() && !a.scratch && !resume {
+        if a.resume {
+            bail!("--resume: {} has no checkpoint yet, and there is no --init CHECKPOINT or --scratch to start it from", a.out.display());
+        }
         bail!("pass --init CHECKPOINT (a pretraining run's checkpoint.safetensors), or --scratch for random initialisation");
     }
-    let recipe = load_recipe(&a.recipe, &a.overrides, &a.data, &a.val, a.threads)?;
     let dist = DistEnv::from_env()?;
     let dev = crate::device::parse_device_for_rank(&a.device, &dist)?;
     let ds = Arc::new(PackedDataset::open(&recipe.data.train).with_context(|| format!("opening {}", recipe.data.train.display()))?);
@@ -148,12 +153,13 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
         bail!("{}: fine-tuning needs labelled data with at least 2 classes (found {classes})", recipe.data.train.display());
     }
     let resumed = a.out.join("checkpoint.safetensors");
-    let enc = encoder_config(&recipe, if a.resume { Some(resumed.as_path()) } else { a.init.as_deref() })?;
-    let mut run = if dist.is_main() { RunDir::open(&a.out, &recipe, a.resume)? } else { RunDir::follower(&a.out) };
+    let enc = encoder_config(&recipe, if resume { Some(resumed.as_path()) } else { a.init.as_deref() })?;
+    let mut run = if dist.is_main() { RunDir::open(&a.out, &recipe, resume)? } else { RunDir::follower(&a.out) };
     let varmap = VarMap::new();
     let model = VitClassifier::new(&enc, classes, recipe.model.pool, VarBuilder::from_varmap(&varmap, DType::F32, &dev))?;
     srmae_model::init::seeded_init(&varmap, recipe.run.seed)?;
-    if let (Some(init), false) = (&a.init, a.resume) {
+    srmae_model::init::normal_init(&varmap, "head.weight", srmae_model::classifier::FINETUNE_HEAD_STD, recipe.run.seed)?;
+    if let (Some(init), false) = (&a.init, resume) {
         let fresh = load_encoder(init, &varmap, &dev)?;
         tracing::info!("encoder from {}; newly initialised: {}", init.display(), fresh.join(", "));
     }
@@ -200,7 +206,7 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
         sync,
         dist: dist.clone(),
     };
-    let start = if a.resume { trainer.resume()? } else { 0 };
+    let start = if resume { trainer.resume()? } else { 0 };
     install_interrupt_handler();
     let ended = trainer.run(&task, start)?;
     if !dist.is_main() {

@@ -106,6 +106,7 @@ pub fn run(a: LinprobeArgs) -> Result<()> {
     let pvm = VarMap::new();
     let probe = LinearProbe::new(d, classes, VarBuilder::from_varmap(&pvm, DType::F32, &dev))?;
     srmae_model::init::seeded_init(&pvm, recipe.run.seed)?;
+    srmae_model::init::normal_init(&pvm, "head.weight", srmae_model::classifier::PROBE_HEAD_STD, recipe.run.seed)?;
     let o = &recipe.optim;
     let mut opt = AdamW::new(param_groups(&pvm, o.weight_decay, None), recipe.lr())?;
     (opt.beta1, opt.beta2) = o.betas;

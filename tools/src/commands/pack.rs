@@ -155,6 +155,17 @@ pub fn run(a: PackArgs) -> Result<()> {
         encoding.name()
     );
     let bar = items_bar(source.len() as u64, "pack");
+    // First Ctrl-C: stop after the current chunk and remove the partial
+    // files; second: exit at once (partial files stay until the next pack).
+    let _ = ctrlc::set_handler(|| {
+        static ONCE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if ONCE.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            eprintln!("second interrupt: exiting; partial shards stay until the next pack into this directory");
+            std::process::exit(130);
+        }
+        eprintln!("interrupt: stopping the pack and removing its partial files (Ctrl-C again to exit now)");
+        srmae_datasets::pack::packer::request_stop();
+    });
     let started = Instant::now();
     let info = SourceInfo {
         kind: source.kind().into(),

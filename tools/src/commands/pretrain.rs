@@ -46,7 +46,8 @@ pub struct PretrainArgs {
     /// Packed training set (overrides data.train).
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// Continue the run in --out from its checkpoint.
+    /// Continue the run in --out from its checkpoint; with no checkpoint there
+    /// yet, start it (one command line both starts and resumes a job).
     #[arg(long)]
     pub resume: bool,
     /// cpu, cuda or cuda:N.
@@ -96,7 +97,8 @@ pub fn run(a: PretrainArgs) -> Result<()> {
     let dist = DistEnv::from_env()?;
     let dev = crate::device::parse_device_for_rank(&a.device, &dist)?;
     let ds = Arc::new(PackedDataset::open(&recipe.data.train).with_context(|| format!("opening {}", recipe.data.train.display()))?);
-    let mut run = if dist.is_main() { RunDir::open(&a.out, &recipe, a.resume)? } else { RunDir::follower(&a.out) };
+    let resume = RunDir::resumes(&a.out, &recipe, a.resume)?;
+    let mut run = if dist.is_main() { RunDir::open(&a.out, &recipe, resume)? } else { RunDir::follower(&a.out) };
     let varmap = VarMap::new();
     let model = MimModel::new(&recipe, VarBuilder::from_varmap(&varmap, DType::F32, &dev))?;
     srmae_model::init::seeded_init(&varmap, recipe.run.seed)?;
@@ -130,7 +132,7 @@ pub fn run(a: PretrainArgs) -> Result<()> {
         sync,
         dist: dist.clone(),
     };
-    let start = if a.resume { trainer.resume()? } else { 0 };
+    let start = if resume { trainer.resume()? } else { 0 };
     tracing::info!(
         "pretraining {:?} ({} parameters) on {} ({} images), {} epochs, effective batch {}, lr {:.2e}",
         recipe.model.method,

@@ -11,7 +11,7 @@ use srmae_model::candle::DType;
 use srmae_model::classifier::Pool;
 use srmae_model::mae::MaeConfig;
 use srmae_model::sr_head::HeadConfig;
-use srmae_model::srmae::{CluePlacement, SrmaeConfig};
+use srmae_model::srmae::{ClueEmbed, CluePlacement, SrmaeConfig};
 use srmae_model::vit::VitConfig;
 use srmae_pipeline::{Augment, PatchConfig};
 
@@ -94,6 +94,10 @@ pub struct ModelRecipe {
     /// SRMAE: where clue tokens enter.
     #[serde(default = "default_placement")]
     pub placement: CluePlacement,
+    /// SRMAE: how clue tokens are embedded: `{ kind = "own" }` (default) or
+    /// `{ kind = "patch_embed", upsample = "bicubic" | "nearest", type_embed = true | false }`.
+    #[serde(default)]
+    pub clue_embed: ClueEmbed,
     /// SRMAE: prediction head.
     #[serde(default = "default_head")]
     pub head: HeadConfig,
@@ -306,6 +310,7 @@ impl Recipe {
             clue_side: mae.encoder.patch / factor,
             mae,
             placement: self.model.placement,
+            clue_embed: self.model.clue_embed,
             head: self.model.head.clone(),
             w_hidden: self.model.w_hidden,
             w_clue: self.model.w_clue,
@@ -352,5 +357,16 @@ mod tests {
         assert!(format!("{err:#}").contains("unknown field"), "{err:#}");
         let back = Recipe::from_toml(&r.to_toml()).unwrap();
         assert_eq!(back.to_toml(), r.to_toml());
+    }
+
+    #[test]
+    fn clue_embed_is_set_from_the_command_line() {
+        use srmae_model::clue_upsample::Upsample;
+        let r = Recipe::load("fmnist-pretrain", &[]).unwrap();
+        assert_eq!(r.srmae_config().unwrap().clue_embed, ClueEmbed::Own);
+        let r = Recipe::load("fmnist-pretrain", &[r#"model.clue_embed={kind="patch_embed",upsample="nearest",type_embed=false}"#.into()]).unwrap();
+        assert_eq!(r.srmae_config().unwrap().clue_embed, ClueEmbed::PatchEmbed { upsample: Upsample::Nearest, type_embed: false });
+        let back = Recipe::from_toml(&r.to_toml()).unwrap();
+        assert_eq!(back.model.clue_embed, r.model.clue_embed);
     }
 }

@@ -46,6 +46,29 @@ pub struct RunDir {
 }
 
 impl RunDir {
+    /// Whether a run asked to `--resume` continues from a checkpoint. A run
+    /// directory without a checkpoint yet (a job killed or requeued before
+    /// its first one) starts from the beginning, so that one fixed command
+    /// line both starts and resumes a job; a directory whose `recipe.toml`
+    /// differs from this recipe is refused, as on resume.
+    pub fn resumes(dir: &Path, recipe: &Recipe, resume: bool) -> Result<bool> {
+        if !resume || dir.join("checkpoint.safetensors").exists() {
+            return Ok(resume);
+        }
+        let recipe_path = dir.join("recipe.toml");
+        if let Ok(old) = std::fs::read_to_string(&recipe_path) {
+            if old != recipe.to_toml() {
+                bail!(
+                    "--resume: {} has no checkpoint yet, and its recipe.toml differs from this run's recipe (a different run?); \
+                     pass the same recipe and --set values, or choose another --out",
+                    dir.display()
+                );
+            }
+        }
+        tracing::info!("--resume: {} has no checkpoint yet; starting the run from the beginning", dir.display());
+        Ok(false)
+    }
+
     /// Opens `dir` for a new run (refused if it already holds a checkpoint)
     /// or, with `resume`, for continuing one.
     pub fn open(dir: &Path, recipe: &Recipe, resume: bool) -> Result<RunDir> {
