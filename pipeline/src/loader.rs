@@ -309,6 +309,10 @@ fn fill_batch(s: &Shared, proc: &mut SampleProcessor, k: u64) -> Result<Batch, L
             let out = &mut data.images[i * img_len..(i + 1) * img_len];
             let done = rec.and_then(|r| {
                 proc.process(&r, &cfg.augment, &mut rng, cfg.channels, out, &mut t)?;
+                // The shard may have shrunk under the read (zero pages, see `sigbus`).
+                if let Ok((shard, local)) = &located {
+                    s.ds.shards()[*shard].check_intact(*local).map_err(|e| e.to_string())?;
+                }
                 Ok(r.entry.label)
             });
             match done {

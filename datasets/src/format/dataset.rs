@@ -135,6 +135,9 @@ impl PackedDataset {
 
     /// Record `index` decoded to pixels.
     pub fn decode(&self, index: u64) -> Result<DecodedImage> {
-        decode_record(&self.record(index)?)
+        let (s, local) = self.locate(index)?;
+        let img = decode_record(&self.shards[s].record(local, self.verify_checksums)?)?;
+        self.shards[s].check_intact(local)?;
+        Ok(img)
     }
 }

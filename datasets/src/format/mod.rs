@@ -6,6 +6,7 @@ pub mod layout;
 pub mod manifest;
 pub mod reader;
 pub mod residency;
+pub mod sigbus;
 pub mod writer;
 
 #[cfg(test)]

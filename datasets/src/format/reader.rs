@@ -6,10 +6,12 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use memmap2::Mmap;
 
 use super::layout::{self, Encoding, Header, IndexEntry, ENTRY_LEN, HEADER_LEN, KNOWN_FLAGS};
+use super::sigbus::{self, MapGuard};
 use crate::error::{Error, Result};
 
 /// Largest payload one record may declare (decompressed). A larger value in an
@@ -24,8 +26,15 @@ pub const WINDOW_BYTES: usize = 2 << 20;
 /// An open, validated shard.
 pub struct Shard {
     path: PathBuf,
+    /// SIGBUS protection of `map` (declared first: unregistered before unmapping).
+    guard: MapGuard,
     map: Mmap,
     header: Header,
+    /// The open file, for its current size after a fault.
+    file: File,
+    /// `guard.faults()` when `current_len` was last read, and that length.
+    seen_faults: AtomicU64,
+    current_len: AtomicU64,
 }
 
 /// A borrowed view of one record: its index entry and its stored bytes.
@@ -74,12 +83,21 @@ impl Shard {
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
         // SAFETY: the map is read-only; shards are immutable once renamed into
         // place, and every access is bounds-checked against the map's length.
+        // A shard that shrinks later (truncated in place while mapped) makes
+        // reads past its new end fault; `sigbus` turns those into zero pages
+        // and `check_intact` into errors naming the shard.
         let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        let guard = sigbus::register(map.as_ptr(), map.len());
         let header = Header::decode(&map).map_err(|r| Error::shard(path, r))?;
+        let len = map.len() as u64;
         let shard = Shard {
             path: path.to_path_buf(),
+            guard,
             map,
             header,
+            file,
+            seen_faults: AtomicU64::new(0),
+            current_len: AtomicU64::new(len),
         };
         shard.validate()?;
         Ok(shard)
@@ -162,6 +180,68 @@ impl Shard {
         IndexEntry::decode(&self.map[at..at + ENTRY_LEN])
     }
 
+    /// Reads past the end of the file that faulted in this mapping (the
+    /// file shrank while mapped); 0 for an intact shard.
+    pub fn faults(&self) -> u64 {
+        self.guard.faults()
+    }
+
+    /// The file's size now: its size at open until a fault says otherwise,
+    /// then what `fstat` says (read again after each new fault).
+    pub fn current_len(&self) -> u64 {
+        let faults = self.guard.faults();
+        if faults != self.seen_faults.load(Ordering::Acquire) {
+            if let Ok(m) = self.file.metadata() {
+                self.current_len.store(m.len(), Ordering::Release);
+            }
+            self.seen_faults.store(faults, Ordering::Release);
+        }
+        self.current_len.load(Ordering::Acquire)
+    }
+
+    /// Whether local record `i` can still be read: after the file shrank
+    /// under its mapping, records past the new end (or all of them, once the
+    /// index is gone) fail with an error naming the shard and saying so.
+    /// Call it after reading a record too: the read itself may have faulted.
+    pub fn check_intact(&self, i: u64) -> Result<()> {
+        if self.guard.faults() == 0 {
+            return Ok(());
+        }
+        self.check_len(i, self.current_len())
+    }
+
+    /// The file's size as `fstat` gives it now (its size at open on error).
+    pub fn file_size_now(&self) -> u64 {
+        self.file.metadata().map_or(self.header.file_len, |m| m.len())
+    }
+
+    /// `check_intact` against the size `fstat` gives now, fault or not (a
+    /// record that ends in the file's last page reads zeros past the new end
+    /// without a fault). For records that failed their checksum.
+    fn check_len_now(&self, i: u64) -> Result<()> {
+        self.check_len(i, self.file_size_now())
+    }
+
+    fn check_len(&self, i: u64, now: u64) -> Result<()> {
+        let was = self.header.file_len;
+        if now >= was {
+            return Ok(());
+        }
+        let shrank = |what: &str| Error::BadRecord {
+            path: self.path.clone(),
+            record: i,
+            reason: format!("the shard shrank from {was} to {now} bytes while mapped (truncated or being re-copied?): {what}"),
+        };
+        if now < self.header.data_offset {
+            return Err(shrank("its index is gone"));
+        }
+        let e = self.entry(i);
+        if e.offset + e.stored_len as u64 > now {
+            return Err(shrank("this record lies past the new end"));
+        }
+        Ok(())
+    }
+
     /// Local record `i`, its checksum verified when `verify` is set.
     pub fn record(&self, i: u64, verify: bool) -> Result<RecordRef<'_>> {
         if i >= self.header.record_count {
@@ -170,6 +250,7 @@ impl Shard {
                 len: self.header.record_count,
             });
         }
+        self.check_intact(i)?;
         let entry = self.entry(i);
         let start = entry.offset as usize;
         let r = RecordRef {
@@ -179,7 +260,11 @@ impl Shard {
             local: i,
         };
         if verify {
-            r.verify_checksum()?;
+            if let Err(e) = r.verify_checksum() {
+                // A shard that shrank says why the bytes are wrong.
+                self.check_len_now(i)?;
+                return Err(e);
+            }
         }
         Ok(r)
     }

@@ -110,6 +110,7 @@ pub fn run(a: PretrainArgs) -> Result<()> {
         augment: recipe.data.augment,
         patch: recipe.mask()?,
         low_res: recipe.data.low_res,
+        on_corrupt: recipe.data.on_corrupt,
         rank: dist.rank as u64,
         world: dist.world_size as u64,
         ..LoaderConfig::pretrain(recipe.data.size, enc.patch, recipe.optim.batch_size)

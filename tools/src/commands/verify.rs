@@ -80,9 +80,20 @@ fn check_shard(dir: &std::path::Path, info: &ShardInfo, n_classes: usize, decode
             }
         }
         let checked = if decode { decode_record(&rec).map(|_| ()) } else { payload(&rec, &mut buf).map(|_| ()) };
-        if let Err(e) = checked {
+        if let Err(e) = checked.and_then(|()| shard.check_intact(i)) {
             problems.push(e.to_string());
         }
+    }
+    if shard.faults() > 0 || shard.file_size_now() != h.file_len {
+        problems.insert(
+            0,
+            format!(
+                "shard {}: changed size while being verified ({} bytes now, {} when opened): truncated or being re-copied",
+                path.display(),
+                shard.file_size_now(),
+                h.file_len
+            ),
+        );
     }
     problems
 }

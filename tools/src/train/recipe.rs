@@ -13,7 +13,7 @@ use srmae_model::mae::MaeConfig;
 use srmae_model::sr_head::HeadConfig;
 use srmae_model::srmae::{ClueEmbed, CluePlacement, SrmaeConfig};
 use srmae_model::vit::VitConfig;
-use srmae_pipeline::{Augment, PatchConfig};
+use srmae_pipeline::{Augment, CorruptPolicy, PatchConfig};
 
 /// The presets shipped with srmae (`--recipe NAME`).
 pub const PRESETS: [(&str, &str); 9] = [
@@ -72,6 +72,11 @@ pub struct DataRecipe {
     /// back: the very-low-resolution setting.
     #[serde(default)]
     pub low_res: Option<u32>,
+    /// A record that fails its checks (CRC, decoding, a shard that shrank
+    /// under the run): "skip" counts it and uses a substitute; "fail" stops
+    /// training with a checkpoint and the reason.
+    #[serde(default = "default_on_corrupt")]
+    pub on_corrupt: CorruptPolicy,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -115,6 +120,9 @@ pub struct ModelRecipe {
     pub drop_path: f64,
 }
 
+fn default_on_corrupt() -> CorruptPolicy {
+    CorruptPolicy::Skip
+}
 fn default_method() -> Method {
     Method::Srmae
 }

@@ -91,6 +91,15 @@ pub struct Trainer<'a> {
     pub sync: GradSync,
 }
 
+/// Why the steps of an epoch stopped early.
+enum Stopped {
+    /// Ctrl-C on any rank, or `--stop-after`.
+    Asked { step: u64 },
+    /// The loader failed (a corrupt record under `on_corrupt = "fail"`, a
+    /// shard that changed under the run, an I/O error).
+    DataError { step: u64, error: anyhow::Error },
+}
+
 /// How a training run ended.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Ended {
@@ -173,17 +182,22 @@ impl<'a> Trainer<'a> {
             let pos = position(step, per_epoch, accum, fp);
             let loader = Loader::resume(self.ds.clone(), LoaderConfig { epoch, ..self.loader.clone() }, pos)?;
             let mut epoch_loss = (0f64, 0u64);
-            let stopped = std::thread::scope(|scope| -> Result<Option<u64>> {
+            let stopped = std::thread::scope(|scope| -> Result<Option<Stopped>> {
                 let uploads = spawn_uploader(scope, loader, task, &self.dev);
                 while step / per_epoch == epoch && step < total {
                     let t_step = Instant::now();
                     let mut step_loss = 0f64;
                     for micro in 0..accum {
                         let t_wait = Instant::now();
-                        let (input, n) = uploads
+                        let loaded = uploads
                             .recv()
-                            .context("the loader ended before the epoch's steps")?
-                            .with_context(|| format!("loading epoch {epoch}"))?;
+                            .context("the loader ended before the epoch's steps")
+                            .and_then(|r| r.with_context(|| format!("loading epoch {epoch}")));
+                        let (input, n) = match loaded {
+                            Ok(x) => x,
+                            // Bad data (e.g. a shard that shrank under the run): checkpoint, then stop.
+                            Err(e) => return Ok(Some(Stopped::DataError { step, error: e })),
+                        };
                         wait_s += t_wait.elapsed().as_secs_f64();
                         images += n as u64;
                         seed_stochastic_depth(seed ^ (step << 8 | micro).wrapping_mul(0x9E37_79B9_7F4A_7C15));
@@ -222,15 +236,28 @@ impl<'a> Trainer<'a> {
                         window = Instant::now();
                     }
                     if stop_everywhere || self.stop_after == Some(step) {
-                        return Ok(Some(step));
+                        return Ok(Some(Stopped::Asked { step }));
                     }
                 }
                 Ok(None)
             })?;
-            if let Some(step) = stopped {
-                self.save(step, position(step, per_epoch, accum, fp))?;
-                bar.abandon_with_message(format!("stopped at step {step}; checkpoint written"));
-                return Ok(Ended::Interrupted { step });
+            match stopped {
+                Some(Stopped::Asked { step }) => {
+                    self.save(step, position(step, per_epoch, accum, fp))?;
+                    bar.abandon_with_message(format!("stopped at step {step}; checkpoint written"));
+                    return Ok(Ended::Interrupted { step });
+                }
+                Some(Stopped::DataError { step, error }) => {
+                    // The step in progress is not applied; resuming redoes it.
+                    self.save(step, position(step, per_epoch, accum, fp))
+                        .with_context(|| format!("{error:#}; writing the checkpoint after it failed too"))?;
+                    bar.abandon_with_message(format!("stopped at step {step} by a data error; checkpoint written"));
+                    return Err(error.context(format!(
+                        "training stopped at step {step}: checkpoint {} written; fix the data, then continue with --resume",
+                        self.run.checkpoint().display()
+                    )));
+                }
+                None => {}
             }
             let done = epoch + 1;
             let mut line = serde_json::json!({"epoch_end": done, "train_loss": epoch_loss.0 / epoch_loss.1.max(1) as f64});
