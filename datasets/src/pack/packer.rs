@@ -105,11 +105,11 @@ fn remove_pack_files(out: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Makes `out` ready: refuses to overwrite a complete pack unless allowed,
-/// and removes the old manifest first so the directory never looks complete
-/// while it holds a mix of old and new shards.
+/// Makes `out` (created and locked by the caller) ready: refuses to
+/// overwrite a complete pack unless allowed, and removes the old manifest
+/// first so the directory never looks complete while it holds a mix of old
+/// and new shards.
 fn prepare_out_dir(out: &Path, overwrite: bool) -> Result<()> {
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let manifest = out.join(MANIFEST_FILE);
     if manifest.exists() {
         if !overwrite {
