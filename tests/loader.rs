@@ -284,12 +284,12 @@ fn custom_transforms_plug_in_and_a_worker_panic_reaches_the_consumer() {
         ..Default::default()
     };
     let ok = MarkAllVisible { layout, panic_on_dark: false };
-    let masks: Vec<u8> = Loader::with_transform(ds.clone(), cfg.clone(), Box::new(ok)).unwrap().flat_map(|b| b.unwrap().mask().to_vec()).collect();
+    let masks: Vec<u8> = Loader::with_transform(ds.clone(), cfg.clone(), std::sync::Arc::new(ok)).unwrap().flat_map(|b| b.unwrap().mask().to_vec()).collect();
     assert_eq!(masks.len(), 10_000 * 49);
     assert!(masks.iter().all(|&m| m == 7), "the custom transform filled every mask");
 
     let bad = MarkAllVisible { layout, panic_on_dark: true };
-    let mut loader = Loader::with_transform(ds, cfg, Box::new(bad)).unwrap();
+    let mut loader = Loader::with_transform(ds, cfg, std::sync::Arc::new(bad)).unwrap();
     let first = loader.next().expect("a result, not the end of the epoch");
     let err = first.expect_err("a worker panic must surface as an error").to_string();
     assert!(err.contains("transform refused"), "{err}");

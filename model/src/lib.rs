@@ -1,7 +1,14 @@
-//! srmae's models on candle (CPU now, CUDA with `--features cuda` later):
-//! a ViT encoder, MAE, SRMAE (low-resolution clue tokens and a
-//! super-resolution prediction head), their losses, AdamW with parameter
-//! groups and the warmup + cosine schedule.
+//! srmae's models on candle (CPU, or CUDA with `--features cuda`), in four
+//! folders by kind:
+//!
+//! - `layers`: the network pieces (ViT encoder, linear, LayerNorm, patchify,
+//!   position embeddings, the SR prediction head, the classifier heads,
+//!   initialisation);
+//! - `methods`: the masked-image-modelling networks and their losses (MAE,
+//!   SRMAE, SimMIM);
+//! - `ops`: the fused differentiable ops with hand-written backward passes;
+//! - `training`: AdamW with parameter groups, the warmup + cosine schedule,
+//!   gradient accumulation, autocast, checkpoints, data parallelism.
 //!
 //! The transformer's training path runs through `ops`: coarse candle
 //! `CustomOp`s (linear, linear + GELU, attention, LayerNorm) with
@@ -10,29 +17,10 @@
 //! used; a test checks that every trainable variable receives a non-zero
 //! gradient.
 
-pub mod autocast;
-pub mod checkpoint;
-pub mod clue_upsample;
-pub mod classifier;
-pub mod conv3x3;
-pub mod cuda_setup;
-pub mod dist;
-pub mod engine;
-pub mod fused_cpu;
-pub mod init;
-pub mod linear;
-pub mod loss;
-pub mod mae;
-pub mod norm;
+pub mod layers;
+pub mod methods;
 pub mod ops;
-pub mod optim;
-pub mod patchify;
-pub mod pos_embed;
-pub mod row_broadcast;
-pub mod schedule;
-pub mod sr_head;
-pub mod srmae;
-pub mod vit;
+pub mod training;
 
 #[cfg(test)]
 mod tests;

@@ -4,12 +4,12 @@
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 
-use crate::loss::{norm_pix, weighted_patch_mse};
-use crate::mae::{Mae, MaeConfig};
-use crate::optim::{param_groups, AdamW};
-use crate::sr_head::HeadConfig;
-use crate::srmae::{inputs_from_host, CluePlacement, Srmae, SrmaeConfig, SrmaeInputs};
-use crate::vit::{Block, VitConfig};
+use crate::methods::loss::{norm_pix, weighted_patch_mse};
+use crate::methods::mae::{Mae, MaeConfig};
+use crate::training::optim::{param_groups, AdamW};
+use crate::layers::sr_head::HeadConfig;
+use crate::methods::srmae::{inputs_from_host, CluePlacement, Srmae, SrmaeConfig, SrmaeInputs};
+use crate::layers::vit::{Block, VitConfig};
 
 /// `w[i] = 0.02 * sin(0.37 i + offset)`, as model/reference/parity.py.
 fn det(shape: &[usize], offset: f64) -> Tensor {
@@ -58,7 +58,7 @@ fn mae_norm_pix_loss_matches_pytorch() {
     let pred = (det(&[2, 4, 6], 0.1) * 30.0).unwrap();
     let target = (det(&[2, 4, 6], 0.9) * 40.0).unwrap();
     let mask = Tensor::from_vec(vec![1f32, 0., 1., 0., 0., 1., 1., 1.], (2, 4), &Device::Cpu).unwrap();
-    let loss: f32 = weighted_patch_mse(&pred, &norm_pix(&target).unwrap().0, &mask).unwrap().to_scalar().unwrap();
+    let loss: f32 = weighted_patch_mse(&pred, &norm_pix(&target).unwrap().0, &mask, 5.0).unwrap().to_scalar().unwrap();
     // parity.py "== MAE loss": 0.8217717409133911
     assert!((loss - 0.821_771_7).abs() < 1e-5, "{loss}");
 }
@@ -109,9 +109,9 @@ fn batch(b: usize, seed: u64) -> SrmaeInputs {
         })
         .collect();
     let imgs = Tensor::from_vec(imgs, (b, 3, 16, 16), &dev).unwrap();
-    let patches = crate::patchify::patchify(&imgs, 4).unwrap();
+    let patches = crate::layers::patchify::patchify(&imgs, 4).unwrap();
     // r = 1: the clue of a patch is its per-channel mean.
-    let clue_pixels = crate::vit::gather_tokens(
+    let clue_pixels = crate::layers::vit::gather_tokens(
         &patches.reshape((b, l, 16, 3)).unwrap().mean(2).unwrap(),
         &Tensor::from_slice(&clues, (b, 8), &dev).unwrap(),
     )
@@ -121,12 +121,12 @@ fn batch(b: usize, seed: u64) -> SrmaeInputs {
 
 #[test]
 fn every_trainable_variable_gets_a_gradient() {
-    let upsampled = |upsample, type_embed| crate::srmae::ClueEmbed::PatchEmbed { upsample, type_embed };
+    let upsampled = |upsample, type_embed| crate::methods::srmae::ClueEmbed::PatchEmbed { upsample, type_embed };
     for (placement, head, clue_embed) in [
-        (CluePlacement::Encoder, HeadConfig::Sr { features: 8, res_blocks: 2 }, crate::srmae::ClueEmbed::Own),
-        (CluePlacement::Decoder, HeadConfig::Linear, crate::srmae::ClueEmbed::Own),
-        (CluePlacement::Encoder, HeadConfig::Sr { features: 8, res_blocks: 1 }, upsampled(crate::clue_upsample::Upsample::Bicubic, true)),
-        (CluePlacement::Encoder, HeadConfig::Linear, upsampled(crate::clue_upsample::Upsample::Nearest, false)),
+        (CluePlacement::Encoder, HeadConfig::Sr { features: 8, res_blocks: 2 }, crate::methods::srmae::ClueEmbed::Own),
+        (CluePlacement::Decoder, HeadConfig::Linear, crate::methods::srmae::ClueEmbed::Own),
+        (CluePlacement::Encoder, HeadConfig::Sr { features: 8, res_blocks: 1 }, upsampled(crate::layers::clue_upsample::Upsample::Bicubic, true)),
+        (CluePlacement::Encoder, HeadConfig::Linear, upsampled(crate::layers::clue_upsample::Upsample::Nearest, false)),
     ] {
         let vm = VarMap::new();
         let cfg = SrmaeConfig { clue_embed, ..tiny_cfg(placement, head.clone()) };
@@ -148,7 +148,7 @@ fn every_trainable_variable_gets_a_gradient() {
     let mae = Mae::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
     let x = batch(4, 2);
     let hidden = x.mask.ne(0u8).unwrap().to_dtype(DType::F32).unwrap();
-    let out = mae.forward(&x.patches, &x.visible, &x.restore, &hidden, true).unwrap();
+    let out = mae.forward(&x.patches, &x.visible, &x.restore, &hidden, x.n_hidden + x.n_clue, true).unwrap();
     let grads = out.loss.backward().unwrap();
     for (name, var) in vm.data().lock().unwrap().iter() {
         let g = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("MAE: no gradient for {name}"));
@@ -167,7 +167,7 @@ fn bf16_autocast_keeps_loss_and_gradients() {
     let model = Srmae::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
     let x = batch(4, 5);
     let f32_loss: f32 = model.forward(&x, true).unwrap().loss.to_scalar().unwrap();
-    let _bf16 = crate::autocast::Autocast::enter(Some(DType::BF16));
+    let _bf16 = crate::training::autocast::Autocast::enter(Some(DType::BF16));
     let out = model.forward(&x, true).unwrap();
     let bf16_loss: f32 = out.loss.to_scalar().unwrap();
     assert_ne!(f32_loss, bf16_loss, "autocast did not change the products");
@@ -228,13 +228,13 @@ fn checkpoint_round_trip_is_bit_exact() {
     }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ckpt.safetensors");
-    let meta = crate::checkpoint::CheckpointMeta { step: 2, config: "{\"x\":1}".into(), loader_state: "{\"next_batch\":2}".into() };
-    crate::checkpoint::save(&path, &vm, Some(&opt), &meta).unwrap();
+    let meta = crate::training::checkpoint::CheckpointMeta { step: 2, config: "{\"x\":1}".into(), loader_state: "{\"next_batch\":2}".into() };
+    crate::training::checkpoint::save(&path, &vm, Some(&opt), &meta).unwrap();
     // A fresh model and optimiser, loaded from the file.
     let vm2 = VarMap::new();
     let _m2 = Srmae::new(&cfg, VarBuilder::from_varmap(&vm2, DType::F32, &dev)).unwrap();
     let mut opt2 = AdamW::new(param_groups(&vm2, 0.05, None), 1e-3).unwrap();
-    let got = crate::checkpoint::load(&path, &vm2, Some(&mut opt2), &dev).unwrap();
+    let got = crate::training::checkpoint::load(&path, &vm2, Some(&mut opt2), &dev).unwrap();
     assert_eq!(got, meta);
     assert_eq!(opt2.step, 2);
     let same = |a: &Tensor, b: &Tensor| {
@@ -252,13 +252,13 @@ fn checkpoint_round_trip_is_bit_exact() {
     }
     // A damaged file is an error naming it, not a panic.
     std::fs::write(&path, b"not a checkpoint").unwrap();
-    let err = crate::checkpoint::load(&path, &vm2, None, &dev).unwrap_err().to_string();
+    let err = crate::training::checkpoint::load(&path, &vm2, None, &dev).unwrap_err().to_string();
     assert!(err.contains("ckpt.safetensors"), "{err}");
 }
 
 #[test]
 fn classifiers_get_gradients_and_learn() {
-    use crate::classifier::{cross_entropy, LinearProbe, Pool, VitClassifier};
+    use crate::layers::classifier::{cross_entropy, LinearProbe, Pool, VitClassifier};
     let dev = Device::Cpu;
     let enc = tiny_cfg(CluePlacement::Encoder, HeadConfig::Linear).mae.encoder;
     let x = batch(4, 7).patches;
@@ -301,7 +301,7 @@ fn classifiers_get_gradients_and_learn() {
 #[test]
 fn patchify_matches_mae_einsum() {
     let imgs = Tensor::arange(0f32, 2.0 * 3.0 * 16.0, &Device::Cpu).unwrap().reshape((2, 3, 4, 4)).unwrap();
-    let x = crate::patchify::patchify(&imgs, 2).unwrap();
+    let x = crate::layers::patchify::patchify(&imgs, 2).unwrap();
     let got: Vec<f32> = x.get(1).unwrap().get(2).unwrap().to_vec1().unwrap();
     // parity.py "== patchify"
     assert_eq!(got, vec![56., 72., 88., 57., 73., 89., 60., 76., 92., 61., 77., 93.]);
@@ -317,10 +317,10 @@ fn masking_gather_and_unshuffle_match_mae() {
     // parity.py "== masking": torch.argsort of the fixed noise.
     let keep = Tensor::new(&[[1u32, 5], [0, 4]], &dev).unwrap();
     let restore = Tensor::new(&[[3u32, 0, 5, 2, 4, 1], [0, 3, 2, 4, 1, 5]], &dev).unwrap();
-    let kept = crate::vit::gather_tokens(&x, &keep).unwrap();
+    let kept = crate::layers::vit::gather_tokens(&x, &keep).unwrap();
     assert_eq!(kept.to_vec3::<f32>().unwrap(), vec![vec![vec![2., 3.], vec![10., 11.]], vec![vec![12., 13.], vec![20., 21.]]]);
     let mask = Tensor::full(-1f32, (2, 4, 2), &dev).unwrap();
-    let full = crate::vit::gather_tokens(&Tensor::cat(&[&kept, &mask], 1).unwrap(), &restore).unwrap();
+    let full = crate::layers::vit::gather_tokens(&Tensor::cat(&[&kept, &mask], 1).unwrap(), &restore).unwrap();
     let m = vec![-1f32, -1.];
     assert_eq!(
         full.to_vec3::<f32>().unwrap(),
@@ -351,7 +351,7 @@ fn fused_matches_composed(name: &str, vm: &VarMap, run: impl Fn() -> Tensor) {
             continue;
         };
         let scale: f32 = gb.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
-        let err = crate::fused_cpu::tests::max_diff(ga, gb);
+        let err = crate::ops::fused_cpu::tests::max_diff(ga, gb);
         assert!(err <= 1e-4 * scale + 1e-7, "{name}: gradient of {var_name} differs by {err} (largest {scale})");
     }
 }
@@ -365,7 +365,7 @@ fn fused_ops_match_the_composed_path_on_whole_models() {
             let model = Srmae::new(&tiny_cfg(placement, head.clone()), VarBuilder::from_varmap(&vm, DType::F32, &dev)).unwrap();
             let x = batch(3, 11);
             fused_matches_composed(&format!("SRMAE {placement:?}/{head:?}"), &vm, || {
-                crate::vit::seed_stochastic_depth(5);
+                crate::layers::vit::seed_stochastic_depth(5);
                 model.forward(&x, true).unwrap().loss
             });
         }
@@ -375,17 +375,17 @@ fn fused_ops_match_the_composed_path_on_whole_models() {
     let x = batch(3, 12);
     let hidden = x.mask.ne(0u8).unwrap().to_dtype(DType::F32).unwrap();
     fused_matches_composed("MAE", &vm, || {
-        crate::vit::seed_stochastic_depth(6);
-        mae.forward(&x.patches, &x.visible, &x.restore, &hidden, true).unwrap().loss
+        crate::layers::vit::seed_stochastic_depth(6);
+        mae.forward(&x.patches, &x.visible, &x.restore, &hidden, x.n_hidden + x.n_clue, true).unwrap().loss
     });
-    use crate::classifier::{cross_entropy, Pool, VitClassifier};
+    use crate::layers::classifier::{cross_entropy, Pool, VitClassifier};
     let enc = tiny_cfg(CluePlacement::Encoder, HeadConfig::Linear).mae.encoder;
     let labels = Tensor::from_vec(vec![0u32, 2, 1], 3, &dev).unwrap();
     for pool in [Pool::Gap, Pool::Cls] {
         let vm = VarMap::new();
         let clf = VitClassifier::new(&enc, 3, pool, VarBuilder::from_varmap(&vm, DType::F32, &dev)).unwrap();
         fused_matches_composed(&format!("classifier {pool:?}"), &vm, || {
-            crate::vit::seed_stochastic_depth(7);
+            crate::layers::vit::seed_stochastic_depth(7);
             cross_entropy(&clf.forward(&x.patches, true).unwrap(), &labels, 0.1).unwrap()
         });
     }

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::augment::Augment;
 use crate::order::{RankPolicy, Shuffle};
-use crate::transforms::PatchConfig;
+use crate::transforms::{PatchConfig, PatchTransform};
 
 /// What to do with a record that fails its checksum or does not decode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,9 +110,25 @@ impl LoaderConfig {
         c.threads = 0;
         c.prefetch = 0;
         let json = serde_json::to_vec(&c).expect("config serialises");
-        // FNV-1a, stable across runs and platforms.
-        json.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+        fnv1a(&json)
     }
+
+    /// The fingerprint of a loader whose patch transform is `custom`
+    /// (`Loader::with_transform`) instead of `patch`; `None` is `fingerprint()`.
+    pub fn fingerprint_with(&self, custom: Option<&dyn PatchTransform>) -> u64 {
+        match custom {
+            None => self.fingerprint(),
+            Some(t) => fnv1a(&[self.fingerprint().to_le_bytes(), t.fingerprint().to_le_bytes()].concat()),
+        }
+    }
+}
+
+/// FNV-1a, stable across runs and platforms.
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+}
+
+impl LoaderConfig {
 }
 
 /// Where a loader stands: enough to build one that continues exactly.

@@ -54,7 +54,9 @@ struct Shared {
     ds: Arc<PackedDataset>,
     cfg: LoaderConfig,
     order: Vec<u64>,
-    transform: Option<Box<dyn PatchTransform>>,
+    transform: Option<Arc<dyn PatchTransform>>,
+    /// `cfg.fingerprint_with(custom transform)`.
+    fingerprint: u64,
     layout: PatchLayout,
     num_batches: u64,
     next_claim: AtomicU64,
@@ -84,22 +86,29 @@ impl Loader {
 
     /// Starts a loader whose patch transform is `transform` instead of the
     /// one `cfg.patch` names: a new masking method plugs in here without a
-    /// change to the loader. (`cfg.patch` still enters the fingerprint; set
-    /// it to `PatchConfig::None`.)
-    pub fn with_transform(ds: Arc<PackedDataset>, cfg: LoaderConfig, transform: Box<dyn PatchTransform>) -> Result<Loader, LoaderError> {
+    /// change to the loader. The transform's `fingerprint` enters the
+    /// loader's (set `cfg.patch` to `PatchConfig::None`).
+    pub fn with_transform(ds: Arc<PackedDataset>, cfg: LoaderConfig, transform: Arc<dyn PatchTransform>) -> Result<Loader, LoaderError> {
         Loader::start(ds, cfg, 0, Some(transform))
     }
 
     /// Continues exactly where `state` was taken (same config required).
-    pub fn resume(ds: Arc<PackedDataset>, mut cfg: LoaderConfig, state: LoaderState) -> Result<Loader, LoaderError> {
-        if state.fingerprint != cfg.fingerprint() {
+    pub fn resume(ds: Arc<PackedDataset>, cfg: LoaderConfig, state: LoaderState) -> Result<Loader, LoaderError> {
+        Loader::resume_with(ds, cfg, state, None)
+    }
+
+    /// `resume` for a loader started `with_transform` (`None`: the
+    /// transform `cfg.patch` names). A state taken with another config or
+    /// another transform is refused.
+    pub fn resume_with(ds: Arc<PackedDataset>, mut cfg: LoaderConfig, state: LoaderState, transform: Option<Arc<dyn PatchTransform>>) -> Result<Loader, LoaderError> {
+        if state.fingerprint != cfg.fingerprint_with(transform.as_deref()) {
             return Err(LoaderError::Config("loader state was saved with a different configuration".into()));
         }
         cfg.epoch = state.epoch;
-        Loader::start(ds, cfg, state.next_batch, None)
+        Loader::start(ds, cfg, state.next_batch, transform)
     }
 
-    fn start(ds: Arc<PackedDataset>, cfg: LoaderConfig, first_batch: u64, custom: Option<Box<dyn PatchTransform>>) -> Result<Loader, LoaderError> {
+    fn start(ds: Arc<PackedDataset>, cfg: LoaderConfig, first_batch: u64, custom: Option<Arc<dyn PatchTransform>>) -> Result<Loader, LoaderError> {
         let bad = |s: String| LoaderError::Config(s);
         if cfg.batch_size == 0 {
             return Err(bad("batch size must be at least 1".into()));
@@ -111,9 +120,10 @@ impl Loader {
             return Err(bad(format!("rank {} of world size {}", cfg.rank, cfg.world)));
         }
         let size = cfg.augment.size() as usize;
+        let fingerprint = cfg.fingerprint_with(custom.as_deref());
         let transform = match custom {
             Some(t) => Some(t),
-            None => cfg.patch.build(size, cfg.channels as usize).map_err(bad)?,
+            None => cfg.patch.build(size, cfg.channels as usize).map_err(bad)?.map(Arc::from),
         };
         let layout = transform.as_ref().map(|t| t.layout()).unwrap_or(PatchLayout {
             channels: cfg.channels as usize,
@@ -142,6 +152,7 @@ impl Loader {
             cfg,
             order,
             transform,
+            fingerprint,
             layout,
             num_batches,
             next_claim: AtomicU64::new(first_batch),
@@ -184,7 +195,7 @@ impl Loader {
         LoaderState {
             epoch: self.shared.cfg.epoch,
             next_batch: self.next_yield,
-            fingerprint: self.shared.cfg.fingerprint(),
+            fingerprint: self.shared.fingerprint,
         }
     }
 

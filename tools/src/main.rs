@@ -1,11 +1,7 @@
 //! `srmae`: pack image datasets into shards, inspect and verify them,
 //! pretrain SRMAE/MAE, fine-tune, probe, evaluate, reconstruct, export.
 
-mod alloc;
 mod commands;
-mod device;
-mod progress;
-mod train;
 
 use clap::{Parser, Subcommand};
 

@@ -14,7 +14,7 @@
 use candle_core::{bail, CpuStorage, InplaceOp2, InplaceOp3, Layout, Result, Tensor, Var};
 use rayon::prelude::*;
 
-use crate::fused_cpu::slice;
+use crate::ops::fused_cpu::slice;
 
 /// One variable's update settings.
 #[derive(Clone, Copy, Debug)]
@@ -149,7 +149,7 @@ mod tests {
             adamw_step(&a, &g, &mut ma, &mut va, h(t)).unwrap();
             composed(&b, &g, &mut mb, &mut vb, h(t)).unwrap();
         }
-        let diff = crate::fused_cpu::tests::max_diff;
+        let diff = crate::ops::fused_cpu::tests::max_diff;
         assert!(diff(a.as_tensor(), b.as_tensor()) < 1e-6, "values {}", diff(a.as_tensor(), b.as_tensor()));
         assert!(diff(&ma, &mb) < 1e-6 && diff(&va, &vb) < 1e-6, "moments");
         assert!(diff(a.as_tensor(), &init) > 1e-3, "the update moved the values");

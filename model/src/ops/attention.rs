@@ -21,7 +21,7 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::cpu::{matmul, tensor, CpuF32, Mat, MatMut, Threads};
-use crate::fused_cpu::{exp_shifted_in_place, slice};
+use crate::ops::fused_cpu::{exp_shifted_in_place, slice};
 
 struct AttentionOp {
     heads: usize,
@@ -172,8 +172,8 @@ fn composed(qkv: &Tensor, heads: usize) -> Result<Tensor> {
     let q = (qkv.get(0)?.contiguous()? * (hd as f64).powf(-0.5))?;
     let k = qkv.get(1)?.contiguous()?;
     let v = qkv.get(2)?.contiguous()?;
-    let attn = crate::fused_cpu::softmax_last_dim(&crate::autocast::matmul(&q, &k.t()?)?)?;
-    crate::autocast::matmul(&attn, &v)?.transpose(1, 2)?.reshape((b, n, d))
+    let attn = crate::ops::fused_cpu::softmax_last_dim(&crate::training::autocast::matmul(&q, &k.t()?)?)?;
+    crate::training::autocast::matmul(&attn, &v)?.transpose(1, 2)?.reshape((b, n, d))
 }
 
 /// `softmax(s Q Kᵀ) V` for every head, from the packed projection.
@@ -209,7 +209,7 @@ mod tests {
         let qkv = big.narrow(2, 1, 12).unwrap(); // offset, strided
         let a = attention(&qkv, 2).unwrap();
         let c = composed(&qkv, 2).unwrap();
-        assert!(crate::fused_cpu::tests::max_diff(&a, &c) < 1e-5);
+        assert!(crate::ops::fused_cpu::tests::max_diff(&a, &c) < 1e-5);
         assert!(attention(&big.narrow(2, 0, 10).unwrap(), 2).is_err(), "10 is not 3 x heads x hd");
     }
 }

@@ -3,7 +3,7 @@
 //! so that the products skip the rows of the matrix that are structurally
 //! zero.
 //!
-//! The SR head's layer (`crate::conv3x3`) writes the convolution of an
+//! The SR head's layer (`crate::layers::conv3x3`) writes the convolution of an
 //! `H × W × C_in` map as one `[HW·C_in, HW·C_out]` matrix `A` built from the
 //! kernel. Output row `r` of the map reads only input rows `r − 1 … r + 1`,
 //! so only the band `A[rows r−1..=r+1, row r]` is non-zero. Math, with `x`
@@ -22,7 +22,7 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
 use super::cpu::{matmul, repeat_rows, tensor, CpuF32, Mat, MatMut, Threads};
-use crate::fused_cpu::slice;
+use crate::ops::fused_cpu::slice;
 
 /// Map and channel sizes.
 #[derive(Clone, Copy, Debug)]
@@ -88,7 +88,7 @@ impl CustomOp3 for Conv3x3RowsOp {
             let x_t = Mat { data: &xs[k0..], rows: n, cols: k1 - k0, rs: k, cs: 1 }.t();
             matmul(MatMut::rows(&mut da[k0 * p + p0..], k1 - k0, p1 - p0, p), x_t, g_r, 1.0, false, Threads::All)?;
         }
-        let db = crate::row_broadcast::column_sums(g, None, p);
+        let db = crate::ops::row_broadcast::column_sums(g, None, p);
         let dx = match dx {
             Some(v) => Some(tensor(v, x.shape())?),
             None => None,
@@ -116,7 +116,7 @@ pub fn conv3x3_rows(x: &Tensor, dense: &Tensor, bias: &Tensor, h: usize, w: usiz
 }
 
 fn composed(x: &Tensor, dense: &Tensor, bias: &Tensor) -> Result<Tensor> {
-    crate::row_broadcast::add_rows(&crate::autocast::matmul(x, dense)?, bias)
+    crate::ops::row_broadcast::add_rows(&crate::training::autocast::matmul(x, dense)?, bias)
 }
 
 #[cfg(test)]

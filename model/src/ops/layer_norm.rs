@@ -18,7 +18,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
 use super::cpu::{tensor, CpuF32};
-use crate::fused_cpu::{moments, slice};
+use crate::ops::fused_cpu::{moments, slice};
 
 struct LayerNormOp {
     eps: f32,
@@ -118,8 +118,8 @@ impl CustomOp3 for LayerNormOp {
 /// The composed candle path (GPUs, half precision): fused normalisation
 /// (differentiable) and row-broadcast affine.
 fn composed(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor> {
-    let normed = crate::fused_cpu::normalise_last_dim(x, eps)?;
-    crate::row_broadcast::add_rows(&crate::row_broadcast::mul_rows(&normed, w)?, b)
+    let normed = crate::ops::fused_cpu::normalise_last_dim(x, eps)?;
+    crate::ops::row_broadcast::add_rows(&crate::ops::row_broadcast::mul_rows(&normed, w)?, b)
 }
 
 /// `(x − mean) / sqrt(var + eps) ⊙ w + b` over the last dimension.

@@ -18,7 +18,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::cpu::{matmul, repeat_rows, tensor, CpuF32, Mat, MatMut, Threads};
-use crate::fused_cpu::{gelu_grad_into, gelu_into, slice};
+use crate::ops::fused_cpu::{gelu_grad_into, gelu_into, slice};
 
 /// `[R, in] -> [R, out]` with bias (and GELU).
 struct LinearOp {
@@ -88,7 +88,7 @@ impl CustomOp3 for LinearOp {
         };
         let mut dw = vec![0f32; out_dim * in_dim];
         matmul(MatMut::rows(&mut dw, out_dim, in_dim, in_dim), dz_mat.t(), Mat::rows(xs, rows, in_dim, in_dim), 1.0, false, Threads::All)?;
-        let db = crate::row_broadcast::column_sums(dz, None, out_dim);
+        let db = crate::ops::row_broadcast::column_sums(dz, None, out_dim);
         Ok((dx, Some(tensor(dw, w.shape())?), Some(tensor(db, b.shape())?)))
     }
 }
@@ -109,9 +109,9 @@ fn composed(x: &Tensor, w: &Tensor, b: Option<&Tensor>, gelu: bool) -> Result<Te
     let dims = x.dims().to_vec();
     let (out_dim, in_dim) = w.dims2()?;
     let rows = x.elem_count() / in_dim.max(1);
-    let y = crate::autocast::matmul(&x.reshape((rows, in_dim))?, &w.t()?)?;
+    let y = crate::training::autocast::matmul(&x.reshape((rows, in_dim))?, &w.t()?)?;
     let y = match b {
-        Some(b) => crate::row_broadcast::add_rows(&y, b)?,
+        Some(b) => crate::ops::row_broadcast::add_rows(&y, b)?,
         None => y,
     };
     let mut out = dims;
@@ -120,7 +120,7 @@ fn composed(x: &Tensor, w: &Tensor, b: Option<&Tensor>, gelu: bool) -> Result<Te
     }
     let y = y.reshape(out)?;
     if gelu {
-        crate::fused_cpu::gelu_erf(&y)
+        crate::ops::fused_cpu::gelu_erf(&y)
     } else {
         Ok(y)
     }
@@ -182,10 +182,10 @@ mod tests {
         let b = Tensor::randn(0f32, 1., 3, &dev).unwrap();
         let a = linear_gelu(&x, &w, Some(&b)).unwrap();
         let c = composed(&x, &w, Some(&b), true).unwrap();
-        assert!(crate::fused_cpu::tests::max_diff(&a, &c) < 1e-5);
+        assert!(crate::ops::fused_cpu::tests::max_diff(&a, &c) < 1e-5);
         let h = linear(&x.to_dtype(candle_core::DType::BF16).unwrap(), &w.to_dtype(candle_core::DType::BF16).unwrap(), Some(&b.to_dtype(candle_core::DType::BF16).unwrap())).unwrap();
         let h = h.to_dtype(candle_core::DType::F32).unwrap();
         let f = linear(&x, &w, Some(&b)).unwrap();
-        assert!(crate::fused_cpu::tests::max_diff(&h, &f) < 0.1, "BF16 linear");
+        assert!(crate::ops::fused_cpu::tests::max_diff(&h, &f) < 0.1, "BF16 linear");
     }
 }

@@ -25,10 +25,12 @@
 pub mod adamw;
 pub mod attention;
 pub mod conv3x3_rows;
+pub mod fused_cpu;
 pub(crate) mod cpu;
 pub mod grad_norm;
 pub mod layer_norm;
 pub mod linear;
+pub mod row_broadcast;
 
 pub use attention::attention;
 pub use conv3x3_rows::conv3x3_rows;
@@ -67,7 +69,7 @@ impl Drop for ComposedOnly {
 /// Whether the fused CPU kernels run for these tensors: all F32 on the CPU,
 /// no autocast scope (whose products are BF16/F16), no `ComposedOnly` scope.
 pub(crate) fn use_cpu_kernel(ts: &[&Tensor]) -> bool {
-    !COMPOSED_ONLY.with(|c| c.get()) && crate::autocast::matmul_dtype().is_none() && ts.iter().all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
+    !COMPOSED_ONLY.with(|c| c.get()) && crate::training::autocast::matmul_dtype().is_none() && ts.iter().all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
 }
 
 #[cfg(test)]

@@ -50,7 +50,7 @@ pub(crate) fn check_op(name: &str, case: &Case, ours: impl Fn(&[Tensor]) -> Resu
     let r = reference(&inputs).expect("composed forward");
     assert_eq!(a.dims(), r.dims(), "{name}: output shape");
     let scale = 1.0 + max_abs(&r);
-    let fwd_err = crate::fused_cpu::tests::max_diff(&a, &r);
+    let fwd_err = crate::ops::fused_cpu::tests::max_diff(&a, &r);
     assert!(fwd_err < 1e-5 * scale * 4.0, "{name}: forward differs by {fwd_err} (scale {scale})");
     let g = pseudo_random(a.dims(), 99, 1.0);
     let gv = g.flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("g");
@@ -60,7 +60,7 @@ pub(crate) fn check_op(name: &str, case: &Case, ours: impl Fn(&[Tensor]) -> Resu
         let da = ga.get(v.as_tensor()).unwrap_or_else(|| panic!("{name}: input {i} got no gradient"));
         let dr = gr.get(v.as_tensor()).expect("reference gradient");
         let scale = 1.0 + max_abs(dr);
-        let err = crate::fused_cpu::tests::max_diff(da, dr);
+        let err = crate::ops::fused_cpu::tests::max_diff(da, dr);
         assert!(err < 1e-4 * scale, "{name}: input {i} gradient differs by {err} (scale {scale})");
         // Central differences of the fused op at a few elements.
         let base: Vec<f32> = v.as_tensor().flatten_all().and_then(|t| t.to_vec1()).expect("values");

@@ -82,6 +82,14 @@ pub trait PatchTransform: Send + Sync {
     fn layout(&self) -> PatchLayout;
     /// Fills `out` for one image, `image`: `[C, H, W]` u8.
     fn apply(&self, image: &[u8], rng: &mut SampleRng, out: PatchOut<'_>);
+    /// What distinguishes this transform's outputs from another's, for the
+    /// loader's resume check: by default its name and layout. A transform
+    /// with parameters beyond those (a ratio, a block size) mixes them in,
+    /// so that a run cannot resume with different ones.
+    fn fingerprint(&self) -> u64 {
+        let json = serde_json::to_vec(&(self.name(), self.layout())).expect("layouts serialise");
+        crate::config::fnv1a(&json)
+    }
 }
 
 /// Configuration of the patch transform (serialisable; built per image size).
@@ -100,6 +108,7 @@ pub enum PatchConfig {
     /// MAE's random_masking (argsort of uniform noise).
     MaeRandom { patch: usize, mask_ratio: f64 },
     /// SimMIM's MaskGenerator: random mask patches of `mask_patch` pixels.
+    #[serde(rename = "simmim_blocks", alias = "sim_mim_blocks")]
     SimMimBlocks {
         mask_patch: usize,
         model_patch: usize,

@@ -224,7 +224,7 @@ fn synth(out: PathBuf, records: u64, size: u32) -> Result<()> {
         overwrite: true,
         ..PackOptions::default()
     };
-    let bar = crate::progress::items_bar(records, "synth");
+    let bar = srmae_train::progress::items_bar(records, "synth");
     let r = srmae_datasets::pack(&source, info, "train", &out, &opts, &|p| bar.set_position(p.items))?;
     bar.finish_and_clear();
     println!("packed {} synthetic {size}x{size} records into {} shards at {}", r.manifest.num_records, r.manifest.shards.len(), out.display());
@@ -253,7 +253,7 @@ fn bench_loader(dir: PathBuf, cfg: LoaderConfig, batches: Option<u64>, warmup: u
         next(&mut loader)?;
     }
     let before = loader.metrics();
-    let bar = crate::progress::items_bar(timed, "loader");
+    let bar = srmae_train::progress::items_bar(timed, "loader");
     let t = Instant::now();
     let mut images = 0u64;
     for _ in 0..timed {

@@ -8,10 +8,10 @@ use std::time::Instant;
 
 use anyhow::Result;
 use clap::Args;
-use srmae_model::autocast::{matmul, parse_precision, Autocast};
+use srmae_model::training::autocast::{matmul, parse_precision, Autocast};
 use srmae_model::candle::{DType, Device, Module, Tensor, Var};
-use srmae_model::vit::{gather_tokens, Attention, Block, Mlp};
-use srmae_model::{norm::LayerNorm, sr_head::SrHead};
+use srmae_model::layers::vit::{gather_tokens, Attention, Block, Mlp};
+use srmae_model::layers::{norm::LayerNorm, sr_head::SrHead};
 
 #[derive(Args, Debug)]
 pub struct OpsArgs {
@@ -53,7 +53,7 @@ fn median(dev: &Device, reps: usize, mut f: impl FnMut() -> candle_core::Result<
 type OpFn<'a> = Box<dyn Fn(&Tensor) -> candle_core::Result<Tensor> + 'a>;
 
 pub fn run(a: OpsArgs) -> Result<()> {
-    let dev = crate::device::parse_device(&a.device)?;
+    let dev = srmae_train::device::parse_device(&a.device)?;
     let precision = parse_precision(&a.precision).map_err(anyhow::Error::msg)?;
     // (token width, heads, decoder width, SR-head features) of `bench step`'s models
     let (d, h, dd, dh, feats) = match a.model.as_str() {
@@ -70,7 +70,7 @@ pub fn run(a: OpsArgs) -> Result<()> {
     let decoder_block = Block::new(dd, dh, 4.0, 0.0, vb.pp("decoder_block"))?;
     let head = SrHead::new(dd, feats, 2, 16, 4, 3, vb.pp("head"))?;
     let wqkv = vb.get((d, 3 * d), "wqkv")?;
-    let conv = srmae_model::conv3x3::Conv3x3::new(feats + 4, feats, 4, 4, vb.pp("conv"))?;
+    let conv = srmae_model::layers::conv3x3::Conv3x3::new(feats + 4, feats, 4, 4, vb.pp("conv"))?;
     let taps = Tensor::from_vec((0..144u32).map(|i| (i * 5) % 17).collect::<Vec<_>>(), 144, &dev)?;
     let ids = Tensor::from_vec((0..b * 147).map(|i| ((i * 7) % 196) as u32).collect::<Vec<_>>(), (b, 147), &dev)?;
     let clues = Tensor::randn(0f32, 1.0, (b, 196, 48), &dev)?;
@@ -80,8 +80,8 @@ pub fn run(a: OpsArgs) -> Result<()> {
     let ops: Vec<(&str, Vec<usize>, OpFn)> = vec![
         ("matmul [BN,D]x[D,3D]", vec![b * n, d], Box::new(|x| matmul(x, &wqkv))),
         ("layernorm", vec![b, n, d], Box::new(|x| ln.forward(x))),
-        ("gelu_erf", vec![b, n, 4 * d], Box::new(|x| srmae_model::fused_cpu::gelu_erf(x))),
-        ("softmax [B,H,N,N]", vec![b, h, n, n], Box::new(|x| srmae_model::fused_cpu::softmax_last_dim(x))),
+        ("gelu_erf", vec![b, n, 4 * d], Box::new(|x| srmae_model::ops::fused_cpu::gelu_erf(x))),
+        ("softmax [B,H,N,N]", vec![b, h, n, n], Box::new(|x| srmae_model::ops::fused_cpu::softmax_last_dim(x))),
         ("scores q@k^T", vec![b, h, n, d / h], Box::new(|x| matmul(x, &x.t()?))),
         ("attention", vec![b, n, d], Box::new(|x| attn.forward(x))),
         ("mlp", vec![b, n, d], Box::new(|x| mlp.forward(x))),

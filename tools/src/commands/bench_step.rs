@@ -11,13 +11,13 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use srmae_model::autocast::{parse_precision, Autocast};
+use srmae_model::training::autocast::{parse_precision, Autocast};
 use srmae_model::candle::{DType, Device, Tensor};
-use srmae_model::mae::MaeConfig;
-use srmae_model::optim::{param_groups, AdamW};
-use srmae_model::classifier::{cross_entropy, Pool, VitClassifier};
-use srmae_model::srmae::{inputs_from_host, Srmae, SrmaeConfig, SrmaeInputs};
-use srmae_model::vit::VitConfig;
+use srmae_model::methods::mae::MaeConfig;
+use srmae_model::training::optim::{param_groups, AdamW};
+use srmae_model::layers::classifier::{cross_entropy, Pool, VitClassifier};
+use srmae_model::methods::srmae::{inputs_from_host, Srmae, SrmaeConfig, SrmaeInputs};
+use srmae_model::layers::vit::VitConfig;
 
 #[derive(Args, Debug)]
 pub struct StepArgs {
@@ -141,8 +141,8 @@ fn build(bench: &Bench, vb: candle_nn::VarBuilder, b: usize, dev: &Device) -> Re
 fn time_steps(bench: &Bench, b: usize, steps: usize, dev: &Device, precision: Option<DType>, phases: bool) -> Result<Timing> {
     let vm = candle_nn::VarMap::new();
     let loss_of = build(bench, candle_nn::VarBuilder::from_varmap(&vm, DType::F32, dev), b, dev)?;
-    srmae_model::init::seeded_init(&vm, 0)?;
-    srmae_model::vit::seed_stochastic_depth(0);
+    srmae_model::layers::init::seeded_init(&vm, 0)?;
+    srmae_model::layers::vit::seed_stochastic_depth(0);
     let mut opt = AdamW::new(param_groups(&vm, 0.05, None), 1e-4)?;
     let _autocast = Autocast::enter(precision);
     let mut times = Vec::with_capacity(steps);
@@ -200,8 +200,8 @@ fn peak_rss_mib() -> Option<f64> {
 }
 
 pub fn run(a: StepArgs) -> Result<()> {
-    crate::alloc::keep_freed_memory();
-    let dev = crate::device::parse_device(&a.device)?;
+    srmae_train::alloc::keep_freed_memory();
+    let dev = srmae_train::device::parse_device(&a.device)?;
     let precision = parse_precision(&a.precision).map_err(anyhow::Error::msg)?;
     // The Fashion-MNIST recipes' encoder (recipes/fmnist-*.toml).
     let fmnist_encoder = VitConfig { img_size: 28, patch: 4, in_chans: 1, dim: 96, depth: 4, heads: 3, mlp_ratio: 4.0, drop_path: 0.0 };

@@ -11,13 +11,13 @@ use candle_nn::{VarBuilder, VarMap};
 use clap::Args;
 use srmae_datasets::PackedDataset;
 use srmae_model::candle::DType;
-use srmae_model::checkpoint;
-use srmae_model::classifier::{Pool, VitClassifier};
+use srmae_model::training::checkpoint;
+use srmae_model::layers::classifier::{Pool, VitClassifier};
 
-use crate::train::classify::{accuracy, eval_loader};
-use crate::train::device::Normalizer;
-use crate::train::plot::{line_chart, Series};
-use crate::train::run_dir::CheckpointConfig;
+use srmae_train::classify::{accuracy, eval_loader};
+use srmae_train::device_stage::Normalizer;
+use srmae_train::plot::{line_chart, Series};
+use srmae_train::run_dir::CheckpointConfig;
 
 #[derive(Args)]
 #[command(after_help = "\
@@ -53,7 +53,7 @@ pub struct EvalArgs {
 }
 
 pub fn run(a: EvalArgs) -> Result<()> {
-    let dev = crate::device::parse_device(&a.device)?;
+    let dev = srmae_train::device::parse_device(&a.device)?;
     let meta = checkpoint::load(&a.checkpoint, &VarMap::new(), None, &dev)?;
     let cfg = CheckpointConfig::parse(&meta.config, &a.checkpoint)?;
     if !matches!(cfg.task.as_str(), "finetune" | "linprobe") {

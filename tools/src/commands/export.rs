@@ -15,9 +15,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::Args;
 use srmae_model::candle::{Device, Tensor};
-use srmae_model::vit::VitConfig;
+use srmae_model::layers::vit::VitConfig;
 
-use crate::train::run_dir::CheckpointConfig;
+use srmae_train::run_dir::CheckpointConfig;
 
 #[derive(Args)]
 #[command(after_help = "\
@@ -49,7 +49,7 @@ pub fn timm_name(e: &VitConfig) -> Option<String> {
 /// The timm state dict of a checkpoint: names -> tensors, and metadata.
 pub fn timm_state(path: &Path) -> Result<(Vec<(String, Tensor)>, HashMap<String, String>)> {
     let dev = Device::Cpu;
-    let meta = srmae_model::checkpoint::load(path, &candle_nn::VarMap::new(), None, &dev)?;
+    let meta = srmae_model::training::checkpoint::load(path, &candle_nn::VarMap::new(), None, &dev)?;
     let cfg = CheckpointConfig::parse(&meta.config, path)?;
     let enc = match cfg.encoder.clone() {
         Some(e) => e,
@@ -77,7 +77,7 @@ pub fn timm_state(path: &Path) -> Result<(Vec<(String, Tensor)>, HashMap<String,
         };
         out.push((n.to_string(), t));
     }
-    out.push(("pos_embed".into(), srmae_model::pos_embed::sincos_2d_tensor(enc.dim, enc.grid(), true, &dev)?));
+    out.push(("pos_embed".into(), srmae_model::layers::pos_embed::sincos_2d_tensor(enc.dim, enc.grid(), true, &dev)?));
     out.sort_by(|a, b| a.0.cmp(&b.0));
     let global_pool = if has_fc_norm { "avg" } else { "token" };
     let info = HashMap::from([

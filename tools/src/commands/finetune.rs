@@ -9,17 +9,17 @@ use anyhow::{bail, Context, Result};
 use candle_nn::{VarBuilder, VarMap};
 use clap::Args;
 use srmae_datasets::PackedDataset;
-use srmae_model::dist::{DistEnv, GradSync};
+use srmae_model::training::dist::{DistEnv, GradSync};
 use srmae_model::candle::{DType, Device, Tensor};
-use srmae_model::classifier::{cross_entropy, VitClassifier};
+use srmae_model::layers::classifier::{cross_entropy, VitClassifier};
 use srmae_pipeline::{Batch, LoaderConfig, PatchConfig};
 
-use crate::train::classify::{accuracy, eval_loader, load_encoder};
-use crate::train::device::Normalizer;
-use crate::train::plot;
-use crate::train::recipe::Recipe;
-use crate::train::run_dir::{CheckpointConfig, RunDir};
-use crate::train::trainer::{install_interrupt_handler, optimizer, Ended, TrainTask, Trainer};
+use srmae_train::classify::{accuracy, eval_loader, load_encoder};
+use srmae_train::device_stage::Normalizer;
+use srmae_train::plot;
+use srmae_train::recipe::Recipe;
+use srmae_train::run_dir::{CheckpointConfig, RunDir};
+use srmae_train::trainer::{install_interrupt_handler, optimizer, Ended, TrainTask, Trainer};
 
 #[derive(Args)]
 #[command(after_help = "\
@@ -107,8 +107,8 @@ pub fn load_recipe(recipe: &str, overrides: &[String], data: &Option<PathBuf>, v
 }
 
 /// The encoder a checkpoint was trained with.
-pub fn checkpoint_encoder(path: &std::path::Path) -> Result<srmae_model::vit::VitConfig> {
-    let meta = srmae_model::checkpoint::load(path, &VarMap::new(), None, &Device::Cpu)?;
+pub fn checkpoint_encoder(path: &std::path::Path) -> Result<srmae_model::layers::vit::VitConfig> {
+    let meta = srmae_model::training::checkpoint::load(path, &VarMap::new(), None, &Device::Cpu)?;
     let cfg = CheckpointConfig::parse(&meta.config, path)?;
     match cfg.encoder {
         Some(e) => Ok(e),
@@ -118,11 +118,11 @@ pub fn checkpoint_encoder(path: &std::path::Path) -> Result<srmae_model::vit::Vi
 
 /// The classifier's encoder config: the recipe's (which must then match the
 /// checkpoint's), else the checkpoint's; with the recipe's drop path.
-pub fn encoder_config(recipe: &Recipe, init: Option<&std::path::Path>) -> Result<srmae_model::vit::VitConfig> {
+pub fn encoder_config(recipe: &Recipe, init: Option<&std::path::Path>) -> Result<srmae_model::layers::vit::VitConfig> {
     let from_ckpt = init.map(checkpoint_encoder).transpose()?;
     let mut enc = match (&recipe.model.encoder, from_ckpt) {
         (Some(e), Some(c)) => {
-            let same = srmae_model::vit::VitConfig { drop_path: 0.0, ..e.clone() } == srmae_model::vit::VitConfig { drop_path: 0.0, ..c.clone() };
+            let same = srmae_model::layers::vit::VitConfig { drop_path: 0.0, ..e.clone() } == srmae_model::layers::vit::VitConfig { drop_path: 0.0, ..c.clone() };
             if !same {
                 bail!("the recipe's model.encoder {e:?} differs from the checkpoint's {c:?}");
             }
@@ -146,7 +146,7 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
         bail!("pass --init CHECKPOINT (a pretraining run's checkpoint.safetensors), or --scratch for random initialisation");
     }
     let dist = DistEnv::from_env()?;
-    let dev = crate::device::parse_device_for_rank(&a.device, &dist)?;
+    let dev = srmae_train::device::parse_device_for_rank(&a.device, &dist)?;
     let ds = Arc::new(PackedDataset::open(&recipe.data.train).with_context(|| format!("opening {}", recipe.data.train.display()))?);
     let classes = ds.classes().len();
     if classes < 2 {
@@ -157,8 +157,8 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
     let mut run = if dist.is_main() { RunDir::open(&a.out, &recipe, resume)? } else { RunDir::follower(&a.out) };
     let varmap = VarMap::new();
     let model = VitClassifier::new(&enc, classes, recipe.model.pool, VarBuilder::from_varmap(&varmap, DType::F32, &dev))?;
-    srmae_model::init::seeded_init(&varmap, recipe.run.seed)?;
-    srmae_model::init::normal_init(&varmap, "head.weight", srmae_model::classifier::FINETUNE_HEAD_STD, recipe.run.seed)?;
+    srmae_model::layers::init::seeded_init(&varmap, recipe.run.seed)?;
+    srmae_model::layers::init::normal_init(&varmap, "head.weight", srmae_model::layers::classifier::FINETUNE_HEAD_STD, recipe.run.seed)?;
     if let (Some(init), false) = (&a.init, resume) {
         let fresh = load_encoder(init, &varmap, &dev)?;
         tracing::info!("encoder from {}; newly initialised: {}", init.display(), fresh.join(", "));
@@ -201,6 +201,7 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
         dev: dev.clone(),
         ds,
         loader,
+        transform: None,
         config_json: serde_json::to_string(&config)?,
         stop_after: a.stop_after,
         what: "finetune",

@@ -8,7 +8,7 @@ use clap::Args;
 use srmae_datasets::format::layout::Encoding;
 use srmae_datasets::PackedDataset;
 
-use crate::progress::human_bytes;
+use srmae_train::progress::human_bytes;
 
 /// Summarise a packed dataset, or write one record as an image file.
 #[derive(Args, Debug)]

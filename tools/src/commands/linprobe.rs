@@ -13,18 +13,18 @@ use clap::Args;
 use rand_core::{RngCore, SeedableRng};
 use srmae_datasets::PackedDataset;
 use srmae_model::candle::{DType, Device, Tensor};
-use srmae_model::checkpoint::{self, CheckpointMeta};
-use srmae_model::classifier::{cross_entropy, LinearProbe, Pool, VitClassifier};
-use srmae_model::optim::{param_groups, AdamW};
-use srmae_model::schedule::CosineSchedule;
+use srmae_model::training::checkpoint::{self, CheckpointMeta};
+use srmae_model::layers::classifier::{cross_entropy, LinearProbe, Pool, VitClassifier};
+use srmae_model::training::optim::{param_groups, AdamW};
+use srmae_model::training::schedule::CosineSchedule;
 use srmae_pipeline::{Loader, LoaderConfig};
 
 use super::finetune::{encoder_config, load_recipe};
-use crate::progress::items_bar;
-use crate::train::classify::{accuracy, eval_loader, load_encoder, topk_correct};
-use crate::train::device::Normalizer;
-use crate::train::plot;
-use crate::train::run_dir::{CheckpointConfig, RunDir};
+use srmae_train::progress::items_bar;
+use srmae_train::classify::{accuracy, eval_loader, load_encoder, topk_correct};
+use srmae_train::device_stage::Normalizer;
+use srmae_train::plot;
+use srmae_train::run_dir::{CheckpointConfig, RunDir};
 
 #[derive(Args)]
 #[command(after_help = "\
@@ -74,9 +74,9 @@ fn features(model: &VitClassifier, ds: &Arc<PackedDataset>, cfg: LoaderConfig, n
 }
 
 pub fn run(a: LinprobeArgs) -> Result<()> {
-    crate::alloc::keep_freed_memory();
+    srmae_train::alloc::keep_freed_memory();
     let recipe = load_recipe(&a.recipe, &a.overrides, &a.data, &a.val, a.threads)?;
-    let dev = crate::device::parse_device(&a.device)?;
+    let dev = srmae_train::device::parse_device(&a.device)?;
     let ds = Arc::new(PackedDataset::open(&recipe.data.train).with_context(|| format!("opening {}", recipe.data.train.display()))?);
     let classes = ds.classes().len();
     if classes < 2 {
@@ -105,8 +105,8 @@ pub fn run(a: LinprobeArgs) -> Result<()> {
     let train_x = Tensor::from_vec(train_x, (n, d), &dev)?;
     let pvm = VarMap::new();
     let probe = LinearProbe::new(d, classes, VarBuilder::from_varmap(&pvm, DType::F32, &dev))?;
-    srmae_model::init::seeded_init(&pvm, recipe.run.seed)?;
-    srmae_model::init::normal_init(&pvm, "head.weight", srmae_model::classifier::PROBE_HEAD_STD, recipe.run.seed)?;
+    srmae_model::layers::init::seeded_init(&pvm, recipe.run.seed)?;
+    srmae_model::layers::init::normal_init(&pvm, "head.weight", srmae_model::layers::classifier::PROBE_HEAD_STD, recipe.run.seed)?;
     let o = &recipe.optim;
     let mut opt = AdamW::new(param_groups(&pvm, o.weight_decay, None), recipe.lr())?;
     (opt.beta1, opt.beta2) = o.betas;

@@ -9,7 +9,7 @@ use srmae_datasets::format::manifest::SourceInfo;
 use srmae_datasets::sources::{open_source, SourceKind, SourceOptions};
 use srmae_datasets::{Encoding, PackOptions};
 
-use crate::progress::{human_bytes, items_bar, parse_size};
+use srmae_train::progress::{human_bytes, items_bar, parse_size};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum KindArg {

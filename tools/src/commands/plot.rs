@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use crate::train::plot::{line_chart, Series};
+use srmae_train::plot::{line_chart, Series};
 
 #[derive(Args)]
 #[command(after_help = "\

@@ -1,4 +1,4 @@
-//! `srmae reconstruct`: what a pretrained SRMAE/MAE makes of masked images.
+//! `srmae reconstruct`: what a pretrained SRMAE, MAE or SimMIM makes of masked images.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -7,13 +7,14 @@ use anyhow::{bail, Context, Result};
 use candle_nn::{VarBuilder, VarMap};
 use clap::Args;
 use srmae_datasets::PackedDataset;
-use srmae_model::candle::DType;
-use srmae_model::checkpoint;
+use srmae_model::candle::{DType, Device};
+use srmae_model::training::checkpoint;
 
-use crate::train::device::Normalizer;
-use crate::train::mim::MimModel;
-use crate::train::reconstruct;
-use crate::train::run_dir::CheckpointConfig;
+use srmae_train::device_stage::Normalizer;
+use srmae_train::methods::{with_method, Method, WithMethod};
+use srmae_train::recipe::Recipe;
+use srmae_train::reconstruct;
+use srmae_train::run_dir::CheckpointConfig;
 
 #[derive(Args)]
 #[command(after_help = "\
@@ -51,24 +52,44 @@ pub struct ReconstructArgs {
 }
 
 pub fn run(a: ReconstructArgs) -> Result<()> {
-    let dev = crate::device::parse_device(&a.device)?;
+    let dev = srmae_train::device::parse_device(&a.device)?;
     let meta = checkpoint::load(&a.checkpoint, &VarMap::new(), None, &dev)?;
     let cfg = CheckpointConfig::parse(&meta.config, &a.checkpoint)?;
     if cfg.task != "pretrain" {
         bail!("{}: a {} checkpoint has no decoder; reconstruct from a pretraining checkpoint", a.checkpoint.display(), cfg.task);
     }
     let recipe = cfg.recipe()?;
-    let vm = VarMap::new();
-    let model = MimModel::new(&recipe, VarBuilder::from_varmap(&vm, DType::F32, &dev))?;
-    checkpoint::load(&a.checkpoint, &vm, None, &dev)?;
+    let method = recipe.model.method.clone();
+    with_method(&method, Reconstruct { a, recipe, dev })
+}
+
+/// The command for the method the checkpoint was trained with.
+struct Reconstruct {
+    a: ReconstructArgs,
+    recipe: Recipe,
+    dev: Device,
+}
+
+impl WithMethod for Reconstruct {
+    type Output = ();
+    fn run<M: Method>(self) -> Result<()> {
+        let Reconstruct { a, recipe, dev } = self;
+        let vm = VarMap::new();
+        let model = M::build(&recipe, VarBuilder::from_varmap(&vm, DType::F32, &dev))?;
+        checkpoint::load(&a.checkpoint, &vm, None, &dev)?;
+        write::<M>(&model, &a, &recipe, &dev)
+    }
+}
+
+fn write<M: Method>(model: &M, a: &ReconstructArgs, recipe: &Recipe, dev: &Device) -> Result<()> {
     let data = a.data.clone().or_else(|| recipe.data.val.clone()).unwrap_or_else(|| recipe.data.train.clone());
     let ds = Arc::new(PackedDataset::open(&data).with_context(|| format!("opening {}", data.display()))?);
     let out = a.out.clone().unwrap_or_else(|| a.checkpoint.parent().map(|p| p.join("reconstructions")).unwrap_or_default());
-    let norm = Normalizer::new(&recipe.data.mean, &recipe.data.std, &dev)?;
-    let n = reconstruct::write(&model, &recipe, &ds, &norm, &dev, a.count, a.seed, &out)?;
+    let norm = Normalizer::new(&recipe.data.mean, &recipe.data.std, dev)?;
+    let n = reconstruct::write(model, recipe, &ds, &norm, a.count, a.seed, &out)?;
     println!("{n} reconstructions in {}", out.display());
     if let Some(images) = a.psnr {
-        let q = crate::train::sr_quality::measure(&model, &recipe, &ds, &norm, &dev, images, a.seed)?;
+        let q = srmae_train::sr_quality::measure(model, recipe, &ds, &norm, images, a.seed)?;
         println!(
             "clue patches of {} images ({} pixels): PSNR model {:.2} dB, bicubic {:.2} dB, nearest {:.2} dB",
             q.images, q.clue_pixels, q.psnr_model, q.psnr_bicubic, q.psnr_nearest

@@ -10,7 +10,7 @@ use srmae_datasets::format::decode::{decode_record, payload};
 use srmae_datasets::format::manifest::{Manifest, ShardInfo};
 use srmae_datasets::format::reader::Shard;
 
-use crate::progress::items_bar;
+use srmae_train::progress::items_bar;
 
 /// Verify a packed dataset: whole-file and per-record checksums, index and
 /// manifest consistency, payload lengths; with --decode, decode every image.

@@ -14,12 +14,21 @@ pub fn norm_pix(target: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
 
 /// Weighted per-patch MSE: `sum_l w_l * mean_p (pred - target)^2 / sum_l w_l`.
 /// With `w` = MAE's mask (1 hidden, 0 visible) this is MAE's loss.
+/// `weight_sum` is `sum_l w_l`, known on the host (the device stage counts
+/// the mask), so that no forward reads a tensor back.
 /// # Shapes
 /// - `pred`, `target`: `[B, L, P]`; `weights`: `[B, L]` -> scalar
-pub fn weighted_patch_mse(pred: &Tensor, target: &Tensor, weights: &Tensor) -> Result<Tensor> {
+pub fn weighted_patch_mse(pred: &Tensor, target: &Tensor, weights: &Tensor, weight_sum: f64) -> Result<Tensor> {
     let per_patch = (pred - target)?.sqr()?.mean(D::Minus1)?;
-    let total = (per_patch * weights)?.sum_all()?;
-    total / weights.sum_all()?.to_dtype(DType::F32)?.to_scalar::<f32>()?.max(1e-12) as f64
+    (per_patch * weights)?.sum_all()? / weight_sum.max(1e-12)
+}
+
+/// Weighted per-patch L1 (SimMIM): `sum_l w_l * mean_p |pred - target| / sum_l w_l`.
+/// # Shapes
+/// - `pred`, `target`: `[B, L, P]`; `weights`: `[B, L]` -> scalar
+pub fn weighted_patch_l1(pred: &Tensor, target: &Tensor, weights: &Tensor, weight_sum: f64) -> Result<Tensor> {
+    let per_patch = (pred - target)?.abs()?.mean(D::Minus1)?;
+    (per_patch * weights)?.sum_all()? / weight_sum.max(1e-12)
 }
 
 /// u8 images to normalised f32: `(x / 255 - mean[c]) / std[c]`.

@@ -12,7 +12,7 @@ use candle_core::safetensors::Load;
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
 
-use crate::optim::AdamW;
+use crate::training::optim::AdamW;
 
 /// Checkpoint format version (metadata key `format`).
 pub const CHECKPOINT_FORMAT: &str = "srmae-checkpoint-1";

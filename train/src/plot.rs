@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use anyhow::{anyhow, Context, Result};
 use plotters::prelude::*;
 
-use super::run_dir::read_metrics;
+use crate::run_dir::read_metrics;
 
 const FONT_PATHS: [&str; 2] = ["/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "/usr/share/fonts/dejavu/DejaVuSans.ttf"];
 

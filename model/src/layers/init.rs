@@ -84,7 +84,7 @@ pub fn normal_init(varmap: &VarMap, name: &str, std: f64, seed: u64) -> Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::srmae::{Srmae, SrmaeConfig};
+    use crate::methods::srmae::{Srmae, SrmaeConfig};
     use candle_core::{DType, Device};
     use candle_nn::VarBuilder;
 

@@ -10,11 +10,11 @@ use candle_core::safetensors::Load;
 use candle_nn::VarMap;
 use srmae_datasets::PackedDataset;
 use srmae_model::candle::{Device, Tensor};
-use srmae_model::classifier::VitClassifier;
+use srmae_model::layers::classifier::VitClassifier;
 use srmae_pipeline::{Loader, LoaderConfig};
 
-use super::device::Normalizer;
-use super::recipe::Recipe;
+use crate::device_stage::Normalizer;
+use crate::recipe::Recipe;
 
 /// The loader config for evaluating at `low_res` (None = full resolution).
 pub fn eval_loader(recipe: &Recipe, batch: usize, low_res: Option<u32>) -> LoaderConfig {

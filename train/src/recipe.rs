@@ -8,33 +8,27 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use srmae_model::candle::DType;
-use srmae_model::classifier::Pool;
-use srmae_model::mae::MaeConfig;
-use srmae_model::sr_head::HeadConfig;
-use srmae_model::srmae::{ClueEmbed, CluePlacement, SrmaeConfig};
-use srmae_model::vit::VitConfig;
+use srmae_model::layers::classifier::Pool;
+use srmae_model::methods::mae::MaeConfig;
+use srmae_model::layers::sr_head::HeadConfig;
+use srmae_model::methods::srmae::{ClueEmbed, CluePlacement};
+use srmae_model::layers::vit::VitConfig;
 use srmae_pipeline::{Augment, CorruptPolicy, PatchConfig};
 
 /// The presets shipped with srmae (`--recipe NAME`).
-pub const PRESETS: [(&str, &str); 9] = [
-    ("fmnist-pretrain", include_str!("../../../recipes/fmnist-pretrain.toml")),
-    ("fmnist-finetune", include_str!("../../../recipes/fmnist-finetune.toml")),
-    ("fmnist-linprobe", include_str!("../../../recipes/fmnist-linprobe.toml")),
-    ("photos32-pretrain", include_str!("../../../recipes/photos32-pretrain.toml")),
-    ("photos32-finetune", include_str!("../../../recipes/photos32-finetune.toml")),
-    ("photos32-linprobe", include_str!("../../../recipes/photos32-linprobe.toml")),
-    ("imagenet-vitb16-pretrain", include_str!("../../../recipes/imagenet-vitb16-pretrain.toml")),
-    ("imagenet-vitb16-finetune", include_str!("../../../recipes/imagenet-vitb16-finetune.toml")),
-    ("imagenet-vitb16-linprobe", include_str!("../../../recipes/imagenet-vitb16-linprobe.toml")),
+pub const PRESETS: [(&str, &str); 11] = [
+    ("fmnist-pretrain", include_str!("../../recipes/fmnist-pretrain.toml")),
+    ("fmnist-simmim-pretrain", include_str!("../../recipes/fmnist-simmim-pretrain.toml")),
+    ("fmnist-finetune", include_str!("../../recipes/fmnist-finetune.toml")),
+    ("fmnist-linprobe", include_str!("../../recipes/fmnist-linprobe.toml")),
+    ("photos32-pretrain", include_str!("../../recipes/photos32-pretrain.toml")),
+    ("photos32-finetune", include_str!("../../recipes/photos32-finetune.toml")),
+    ("photos32-linprobe", include_str!("../../recipes/photos32-linprobe.toml")),
+    ("imagenet-vitb16-pretrain", include_str!("../../recipes/imagenet-vitb16-pretrain.toml")),
+    ("imagenet-vitb16-simmim-pretrain", include_str!("../../recipes/imagenet-vitb16-simmim-pretrain.toml")),
+    ("imagenet-vitb16-finetune", include_str!("../../recipes/imagenet-vitb16-finetune.toml")),
+    ("imagenet-vitb16-linprobe", include_str!("../../recipes/imagenet-vitb16-linprobe.toml")),
 ];
-
-/// Which pretraining method.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Method {
-    Srmae,
-    Mae,
-}
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -86,8 +80,9 @@ pub struct ModelRecipe {
     /// pretrained checkpoint).
     #[serde(default)]
     pub encoder: Option<VitConfig>,
+    /// Pretraining method: one of `methods::NAMES` (srmae, mae, simmim).
     #[serde(default = "default_method")]
-    pub method: Method,
+    pub method: String,
     #[serde(default)]
     pub decoder_dim: usize,
     #[serde(default)]
@@ -123,8 +118,8 @@ pub struct ModelRecipe {
 fn default_on_corrupt() -> CorruptPolicy {
     CorruptPolicy::Skip
 }
-fn default_method() -> Method {
-    Method::Srmae
+fn default_method() -> String {
+    <crate::methods::SrmaeMethod as crate::methods::Method>::NAME.to_string()
 }
 fn default_placement() -> CluePlacement {
     CluePlacement::Encoder
@@ -179,7 +174,7 @@ pub struct RunRecipe {
     pub log_every: u64,
     /// Matmul precision of the training step: "f32", or "bf16" / "f16"
     /// autocast (F32 master weights, moments, norms, softmax and losses;
-    /// `srmae_model::autocast`). Meant for GPUs; on the CPU it is slower.
+    /// `srmae_model::training::autocast`). Meant for GPUs; on the CPU it is slower.
     #[serde(default)]
     pub precision: Precision,
 }
@@ -249,6 +244,9 @@ impl Recipe {
         if self.optim.batch_size == 0 || self.optim.accum_iter == 0 {
             bail!("optim.batch_size and optim.accum_iter must be at least 1");
         }
+        if !crate::methods::NAMES.contains(&self.model.method.as_str()) {
+            bail!("model.method {:?} is not a method here (known: {})", self.model.method, crate::methods::NAMES.join(", "));
+        }
         if let Some(e) = &self.model.encoder {
             if e.img_size != d.size as usize {
                 bail!("model.encoder.img_size {} differs from data.size {}", e.img_size, d.size);
@@ -262,7 +260,7 @@ impl Recipe {
 
     /// The effective batch and the absolute peak lr.
     pub fn lr(&self) -> f64 {
-        srmae_model::schedule::CosineSchedule::scaled_lr(self.optim.blr, self.optim.batch_size * self.optim.accum_iter)
+        srmae_model::training::schedule::CosineSchedule::scaled_lr(self.optim.blr, self.optim.batch_size * self.optim.accum_iter)
     }
 
     pub fn encoder(&self) -> Result<VitConfig> {
@@ -283,46 +281,16 @@ impl Recipe {
         })
     }
 
-    /// The loader's patch transform for pretraining (checked against the method).
+    /// The loader's patch transform of the recipe's method.
     pub fn mask(&self) -> Result<PatchConfig> {
-        let patch = self.encoder()?.patch;
-        let mask = self.model.mask.clone().unwrap_or(match self.model.method {
-            Method::Srmae => PatchConfig::srmae(patch),
-            Method::Mae => PatchConfig::MaeRandom { patch, mask_ratio: 0.75 },
-        });
-        match (&mask, self.model.method) {
-            (PatchConfig::SrmaeClues { patch: p, .. }, _) | (PatchConfig::MaeRandom { patch: p, .. }, Method::Mae) => {
-                if *p != patch {
-                    bail!("model.mask.patch {p} differs from the encoder's patch {patch}");
-                }
-                Ok(mask)
+        struct Mask<'a>(&'a Recipe);
+        impl crate::methods::WithMethod for Mask<'_> {
+            type Output = PatchConfig;
+            fn run<M: crate::methods::Method>(self) -> Result<PatchConfig> {
+                M::mask(self.0)
             }
-            (PatchConfig::MaeRandom { .. }, Method::Srmae) => {
-                bail!("method srmae needs the srmae_clues mask (mae_random has no clues); use method mae")
-            }
-            (other, _) => bail!(
-                "model.mask {other:?}: the MAE-style encoder here needs a fixed number of visible patches \
-                 (srmae_clues or mae_random); simmim_blocks and beit_blockwise are loader transforms for other models"
-            ),
         }
-    }
-
-    /// The SRMAE config (factor from the mask).
-    pub fn srmae_config(&self) -> Result<SrmaeConfig> {
-        let mae = self.mae_config()?;
-        let factor = match self.mask()? {
-            PatchConfig::SrmaeClues { factor, .. } => factor,
-            _ => 4,
-        };
-        Ok(SrmaeConfig {
-            clue_side: mae.encoder.patch / factor,
-            mae,
-            placement: self.model.placement,
-            clue_embed: self.model.clue_embed,
-            head: self.model.head.clone(),
-            w_hidden: self.model.w_hidden,
-            w_clue: self.model.w_clue,
-        })
+        crate::methods::with_method(&self.model.method, Mask(self))
     }
 
     pub fn val(&self) -> Option<&Path> {
@@ -359,7 +327,7 @@ mod tests {
         }
         let r = Recipe::load("fmnist-pretrain", &["optim.epochs=3".into(), "model.method=mae".into(), "data.train=/x".into()]).unwrap();
         assert_eq!(r.optim.epochs, 3);
-        assert_eq!(r.model.method, Method::Mae);
+        assert_eq!(r.model.method, "mae");
         assert_eq!(r.data.train, PathBuf::from("/x"));
         let err = Recipe::load("fmnist-pretrain", &["optim.epoch=3".into()]).unwrap_err();
         assert!(format!("{err:#}").contains("unknown field"), "{err:#}");
@@ -369,11 +337,11 @@ mod tests {
 
     #[test]
     fn clue_embed_is_set_from_the_command_line() {
-        use srmae_model::clue_upsample::Upsample;
+        use srmae_model::layers::clue_upsample::Upsample;
         let r = Recipe::load("fmnist-pretrain", &[]).unwrap();
-        assert_eq!(r.srmae_config().unwrap().clue_embed, ClueEmbed::Own);
+        assert_eq!(crate::methods::SrmaeMethod::config(&r).unwrap().clue_embed, ClueEmbed::Own);
         let r = Recipe::load("fmnist-pretrain", &[r#"model.clue_embed={kind="patch_embed",upsample="nearest",type_embed=false}"#.into()]).unwrap();
-        assert_eq!(r.srmae_config().unwrap().clue_embed, ClueEmbed::PatchEmbed { upsample: Upsample::Nearest, type_embed: false });
+        assert_eq!(crate::methods::SrmaeMethod::config(&r).unwrap().clue_embed, ClueEmbed::PatchEmbed { upsample: Upsample::Nearest, type_embed: false });
         let back = Recipe::from_toml(&r.to_toml()).unwrap();
         assert_eq!(back.model.clue_embed, r.model.clue_embed);
     }

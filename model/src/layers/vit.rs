@@ -6,10 +6,10 @@
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::linear::Linear;
+use crate::layers::linear::Linear;
 use serde::{Deserialize, Serialize};
 
-use crate::norm::LayerNorm;
+use crate::layers::norm::LayerNorm;
 
 /// Encoder size.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -257,7 +257,7 @@ impl VitEncoder {
             cfg: cfg.clone(),
             patch_embed: linear_xavier(cfg.patch_dim(), d, vb.pp("patch_embed.proj"))?,
             cls_token: vb.get_with_hints((1, 1, d), "cls_token", candle_nn::Init::Randn { mean: 0.0, stdev: 0.02 })?,
-            pos_embed: crate::pos_embed::sincos_2d_tensor(d, cfg.grid(), true, vb.device())?,
+            pos_embed: crate::layers::pos_embed::sincos_2d_tensor(d, cfg.grid(), true, vb.device())?,
             blocks: Blocks::new(d, cfg.depth, cfg.heads, cfg.mlp_ratio, cfg.drop_path, vb.clone())?,
         })
     }
@@ -267,7 +267,7 @@ impl VitEncoder {
     /// - `patches`: `[B, L, p*p*C]` (normalised pixels) -> `[B, L, D]`
     pub fn embed(&self, patches: &Tensor) -> Result<Tensor> {
         let l = patches.dim(1)?;
-        crate::row_broadcast::add_rows(&self.patch_embed.forward(patches)?, &self.pos_embed.narrow(1, 1, l)?)
+        crate::ops::row_broadcast::add_rows(&self.patch_embed.forward(patches)?, &self.pos_embed.narrow(1, 1, l)?)
     }
 
     /// Prepends the cls token (with its position embedding) and runs the blocks.

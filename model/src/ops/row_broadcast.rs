@@ -14,7 +14,7 @@
 //! fused path, anything else (GPUs, other dtypes, shapes that are not a
 //! trailing match) candle's `broadcast_add` / `broadcast_mul`.
 
-use crate::fused_cpu::{fused, slice};
+use crate::ops::fused_cpu::{fused, slice};
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -147,7 +147,7 @@ pub fn mul_rows(x: &Tensor, v: &Tensor) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fused_cpu::tests::max_diff;
+    use crate::ops::fused_cpu::tests::max_diff;
     use candle_core::{Device, Var};
 
     /// Values and both gradients against candle's broadcasts, for a bias-like

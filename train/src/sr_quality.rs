@@ -9,14 +9,13 @@ use std::sync::Arc;
 use anyhow::{bail, Result};
 use image::{imageops, GrayImage};
 use srmae_datasets::PackedDataset;
-use srmae_model::candle::Device;
-use srmae_model::patchify::unpatchify;
+use srmae_model::layers::patchify::unpatchify;
 use srmae_pipeline::transforms::{mask_value, srmae::area_clue};
 use srmae_pipeline::Loader;
 
-use super::device::Normalizer;
-use super::mim::MimModel;
-use super::recipe::Recipe;
+use crate::device_stage::Normalizer;
+use crate::methods::Method;
+use crate::recipe::Recipe;
 
 /// PSNR (dB) over clue-patch pixels.
 #[derive(Debug, serde::Serialize)]
@@ -38,9 +37,9 @@ fn psnr(se: f64, n: u64) -> f64 {
 }
 
 /// Measures on the first `count` images of `ds` (masks from `seed`).
-pub fn measure(model: &MimModel, recipe: &Recipe, ds: &Arc<PackedDataset>, norm: &Normalizer, dev: &Device, count: usize, seed: u64) -> Result<SrQuality> {
-    let enc = recipe.encoder()?;
-    let cfg = super::reconstruct::masked_eval_loader(recipe, seed, 100)?;
+pub fn measure<M: Method>(model: &M, recipe: &Recipe, ds: &Arc<PackedDataset>, norm: &Normalizer, count: usize, seed: u64) -> Result<SrQuality> {
+    let enc = model.encoder().clone();
+    let cfg = crate::reconstruct::masked_eval_loader(recipe, seed, 100)?;
     let (mut se_m, mut se_b, mut se_n, mut n, mut images) = (0f64, 0f64, 0f64, 0u64, 0usize);
     for batch in Loader::new(ds.clone(), cfg)? {
         let batch = batch?;
@@ -48,9 +47,8 @@ pub fn measure(model: &MimModel, recipe: &Recipe, ds: &Arc<PackedDataset>, norm:
         if lay.clue_side == 0 || lay.n_clue == 0 {
             bail!("the mask has no clues (MAE): there is nothing to super-resolve");
         }
-        let x = norm.srmae_inputs(&batch, enc.patch, dev)?;
-        let pred = model.forward(&x, false)?.pred;
-        let recon = super::reconstruct::to_u8(&unpatchify(&pred, enc.patch, enc.in_chans)?, &recipe.data.mean, &recipe.data.std)?;
+        let pred = model.reconstruct(&model.upload(&batch, norm)?)?;
+        let recon = crate::reconstruct::to_u8(&unpatchify(&pred, enc.patch, enc.in_chans)?, &recipe.data.mean, &recipe.data.std)?;
         let (c, s, p) = (batch.channels, batch.size, lay.patch);
         let f = p / lay.clue_side;
         let (small, l) = (s / f, lay.num_patches());

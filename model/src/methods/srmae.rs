@@ -13,15 +13,16 @@
 
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
+use srmae_pipeline::transforms::mask_value;
 
-use crate::linear::Linear;
+use crate::layers::linear::Linear;
 use serde::{Deserialize, Serialize};
 
-use crate::loss::{norm_pix, weighted_patch_mse};
-use crate::mae::{MaeConfig, MaeDecoder, MimOutput};
-use crate::sr_head::{HeadConfig, PredHead};
-use crate::clue_upsample::{upsample_map, Upsample};
-use crate::vit::{gather_tokens, linear_xavier, VitEncoder};
+use crate::methods::loss::{norm_pix, weighted_patch_mse};
+use crate::methods::mae::{MaeConfig, MaeDecoder, MimOutput};
+use crate::layers::sr_head::{HeadConfig, PredHead};
+use crate::layers::clue_upsample::{upsample_map, Upsample};
+use crate::layers::vit::{gather_tokens, linear_xavier, VitEncoder};
 
 /// How a clue becomes a token.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,8 +98,13 @@ pub struct SrmaeInputs {
     pub clue_pixels: Tensor,
     /// `[B, L]` u32 (ids_restore)
     pub restore: Tensor,
-    /// `[B, L]` u8 patch states (0 visible, 1 hidden, 2 clue)
+    /// `[B, L]` u8 patch states (`mask_value`: visible, hidden, clue)
     pub mask: Tensor,
+    /// `[B, L]` u32: each patch's row of `[clue_pixels ; zeros]` (`clue_slots`).
+    pub clue_slots: Tensor,
+    /// Hidden and clue patches in the batch (counted on the host).
+    pub n_hidden: usize,
+    pub n_clue: usize,
 }
 
 /// For each patch, the row of `[clue_pixels ; zeros]` holding its clue:
@@ -180,14 +186,14 @@ impl Srmae {
         };
         let tokens = embedded.add(&pos)?;
         match &self.lowres_type {
-            Some(t) => crate::row_broadcast::add_rows(&tokens, t),
+            Some(t) => crate::ops::row_broadcast::add_rows(&tokens, t),
             None => Ok(tokens),
         }
     }
 
     /// # Shapes: see `SrmaeInputs`; `pred` is `[B, L, p*p*C]`.
     pub fn forward(&self, x: &SrmaeInputs, train: bool) -> Result<MimOutput> {
-        let (b, l, _) = x.patches.dims3()?;
+        let b = x.patches.dim(0)?;
         let (kv, kc) = (x.visible.dim(1)?, x.clue_ids.dim(1)?);
         let vis = gather_tokens(&self.encoder.embed(&x.patches)?, &x.visible)?;
         let (cls, tokens) = match self.cfg.placement {
@@ -207,14 +213,14 @@ impl Srmae {
         let dec = self.decoder.decode(&cls, &tokens, &x.restore, train)?;
         // Per-patch clue pixels (zeros without a clue) and flags.
         let dev = x.patches.device();
-        let slots = clue_slots(&x.clue_ids.flatten_all()?.to_vec1::<u32>()?, b, kc, l);
         let cd = x.clue_pixels.dim(2)?;
         let padded = Tensor::cat(&[&x.clue_pixels, &Tensor::zeros((b, 1, cd), DType::F32, dev)?], 1)?;
-        let clues = gather_tokens(&padded, &Tensor::from_vec(slots, (b, l), dev)?)?;
-        let has_clue = x.mask.eq(2u8)?.to_dtype(DType::F32)?;
-        let hidden = x.mask.eq(1u8)?.to_dtype(DType::F32)?;
+        let clues = gather_tokens(&padded, &x.clue_slots)?;
+        let has_clue = x.mask.eq(mask_value::CLUE)?.to_dtype(DType::F32)?;
+        let hidden = x.mask.eq(mask_value::HIDDEN)?.to_dtype(DType::F32)?;
         let pred = self.head.forward(&dec, &clues, &has_clue)?;
         let weights = ((hidden * self.cfg.w_hidden)? + (has_clue * self.cfg.w_clue)?)?;
+        let weight_sum = self.cfg.w_hidden * x.n_hidden as f64 + self.cfg.w_clue * x.n_clue as f64;
         let (pred_l, target_l) = if self.cfg.mae.norm_pix_loss {
             let (t, mean, std) = norm_pix(&x.patches)?;
             (pred.broadcast_sub(&mean)?.broadcast_div(&std)?, t)
@@ -222,13 +228,15 @@ impl Srmae {
             (pred.clone(), x.patches.clone())
         };
         Ok(MimOutput {
-            loss: weighted_patch_mse(&pred_l, &target_l, &weights)?,
+            loss: weighted_patch_mse(&pred_l, &target_l, &weights, weight_sum)?,
             pred,
         })
     }
 }
 
-/// Builds `SrmaeInputs` from host buffers (as the loader's `Batch` holds them).
+/// Builds `SrmaeInputs` from host buffers (as the loader's `Batch` holds
+/// them): the index work (clue slots, patch counts) happens here, on the
+/// host, so that the forward never reads a tensor back.
 #[allow(clippy::too_many_arguments)]
 pub fn inputs_from_host(
     patches: Tensor,
@@ -241,7 +249,13 @@ pub fn inputs_from_host(
     dev: &Device,
 ) -> Result<SrmaeInputs> {
     let l = restore.len() / b;
+    let kc = clue_ids.len() / b;
+    let count = |state: u8| mask.iter().filter(|&&m| m == state).count();
+    let slots = clue_slots(clue_ids, b, kc, l);
     Ok(SrmaeInputs {
+        clue_slots: Tensor::from_vec(slots, (b, l), dev)?,
+        n_hidden: count(mask_value::HIDDEN),
+        n_clue: count(mask_value::CLUE),
         patches,
         visible: Tensor::from_slice(visible, (b, visible.len() / b), dev)?,
         clue_ids: Tensor::from_slice(clue_ids, (b, clue_ids.len() / b), dev)?,
@@ -254,8 +268,8 @@ pub fn inputs_from_host(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mae::MaeConfig;
-    use crate::vit::VitConfig;
+    use crate::methods::mae::MaeConfig;
+    use crate::layers::vit::VitConfig;
     use candle_nn::{VarBuilder, VarMap};
 
     fn cfg(clue_embed: ClueEmbed, placement: CluePlacement) -> SrmaeConfig {
@@ -278,7 +292,7 @@ mod tests {
         let vm = VarMap::new();
         let embed = ClueEmbed::PatchEmbed { upsample: Upsample::Nearest, type_embed: false };
         let model = Srmae::new(&cfg(embed, CluePlacement::Encoder), VarBuilder::from_varmap(&vm, DType::F32, &dev)).unwrap();
-        crate::init::seeded_init(&vm, 3).unwrap();
+        crate::layers::init::seeded_init(&vm, 3).unwrap();
         assert!(model.clue_embed.is_none() && model.lowres_type.is_none());
         // Patch 3 of a 2x2 grid: 2x2 blocks of constant value per channel, channel-last (p, p, C).
         let clue = [1f32, -2., 0.5, 3., 7., 4., -1., 0.25]; // (C, r, r)

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::recipe::Recipe;
+use crate::recipe::Recipe;
 
 /// What a checkpoint's `config` metadata holds.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -24,7 +24,7 @@ pub struct CheckpointConfig {
     pub classes: Option<usize>,
     /// The encoder (for checkpoints whose recipe has none: fine-tuning).
     #[serde(default)]
-    pub encoder: Option<srmae_model::vit::VitConfig>,
+    pub encoder: Option<srmae_model::layers::vit::VitConfig>,
     /// Class names, index order.
     #[serde(default)]
     pub class_names: Vec<String>,

@@ -8,11 +8,11 @@ use std::sync::Mutex;
 use candle_core::{Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
-use crate::linear::Linear;
+use crate::layers::linear::Linear;
 use serde::{Deserialize, Serialize};
 
-use crate::norm::LayerNorm;
-use crate::vit::{linear_xavier, VitConfig, VitEncoder};
+use crate::layers::norm::LayerNorm;
+use crate::layers::vit::{linear_xavier, VitConfig, VitEncoder};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

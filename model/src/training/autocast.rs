@@ -14,7 +14,7 @@
 //! unaffected, and a test or an evaluation without a scope runs in F32.
 //!
 //! ```
-//! use srmae_model::autocast::{self, Autocast};
+//! use srmae_model::training::autocast::{self, Autocast};
 //! use srmae_model::candle::{DType, Device, Tensor};
 //! let a = Tensor::ones((2, 3), DType::F32, &Device::Cpu)?;
 //! let b = Tensor::ones((3, 4), DType::F32, &Device::Cpu)?;

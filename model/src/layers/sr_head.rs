@@ -10,12 +10,12 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::conv3x3::Conv3x3;
+use crate::layers::conv3x3::Conv3x3;
 
-use crate::linear::Linear;
+use crate::layers::linear::Linear;
 use serde::{Deserialize, Serialize};
 
-use crate::vit::linear_xavier;
+use crate::layers::vit::linear_xavier;
 
 /// Which head predicts the pixels.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -22,18 +22,18 @@ use anyhow::{Context, Result};
 use candle_nn::VarMap;
 use srmae_datasets::PackedDataset;
 use crossbeam::channel::{bounded, Receiver};
-use srmae_model::autocast::Autocast;
+use srmae_model::training::autocast::Autocast;
 use srmae_model::candle::{Device, Tensor, Var};
-use srmae_model::checkpoint::{self, CheckpointMeta};
-use srmae_model::dist::{DistEnv, GradSync};
-use srmae_model::engine::GradAccumulator;
-use srmae_model::optim::AdamW;
-use srmae_model::schedule::CosineSchedule;
-use srmae_model::vit::seed_stochastic_depth;
-use srmae_pipeline::{Batch, Loader, LoaderConfig, LoaderState};
+use srmae_model::training::checkpoint::{self, CheckpointMeta};
+use srmae_model::training::dist::{DistEnv, GradSync};
+use srmae_model::training::engine::GradAccumulator;
+use srmae_model::training::optim::AdamW;
+use srmae_model::training::schedule::CosineSchedule;
+use srmae_model::layers::vit::seed_stochastic_depth;
+use srmae_pipeline::{Batch, Loader, LoaderConfig, LoaderState, PatchTransform};
 
-use super::recipe::Recipe;
-use super::run_dir::RunDir;
+use crate::recipe::Recipe;
+use crate::run_dir::RunDir;
 use crate::progress::items_bar;
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -79,6 +79,9 @@ pub struct Trainer<'a> {
     pub dev: Device,
     pub ds: Arc<PackedDataset>,
     pub loader: LoaderConfig,
+    /// A patch transform in place of the one `loader.patch` names
+    /// (`Loader::with_transform`); it enters the loader fingerprint.
+    pub transform: Option<Arc<dyn PatchTransform>>,
     /// The checkpoint's `config` metadata.
     pub config_json: String,
     /// Stop (as on Ctrl-C: checkpoint, exit) after this many steps in total.
@@ -128,7 +131,7 @@ impl<'a> Trainer<'a> {
     /// The loader fingerprint stored in checkpoints: rank 0's, so that every
     /// rank of a data-parallel job can check a checkpoint against its recipe.
     fn shared_fingerprint(&self) -> u64 {
-        LoaderConfig { rank: 0, ..self.loader.clone() }.fingerprint()
+        LoaderConfig { rank: 0, ..self.loader.clone() }.fingerprint_with(self.transform.as_deref())
     }
 
     fn save(&self, step: u64, state: LoaderState) -> Result<()> {
@@ -165,7 +168,7 @@ impl<'a> Trainer<'a> {
         // The effective batch spans all ranks: lr = blr x batch x accum x world / 256.
         let world = self.sync.world_size();
         let sched = CosineSchedule { lr: self.recipe.lr() * world as f64, min_lr: o.min_lr, warmup_epochs: o.warmup_epochs, epochs: o.epochs as f64 };
-        let fp = self.loader.fingerprint();
+        let fp = self.loader.fingerprint_with(self.transform.as_deref());
         let seed = self.recipe.run.seed;
         let bar = items_bar(total, self.what);
         if !self.dist.is_main() {
@@ -180,7 +183,7 @@ impl<'a> Trainer<'a> {
         while step < total {
             let epoch = step / per_epoch;
             let pos = position(step, per_epoch, accum, fp);
-            let loader = Loader::resume(self.ds.clone(), LoaderConfig { epoch, ..self.loader.clone() }, pos)?;
+            let loader = Loader::resume_with(self.ds.clone(), LoaderConfig { epoch, ..self.loader.clone() }, pos, self.transform.clone())?;
             let mut epoch_loss = (0f64, 0u64);
             let stopped = std::thread::scope(|scope| -> Result<Option<Stopped>> {
                 let uploads = spawn_uploader(scope, loader, task, &self.dev);
@@ -307,7 +310,7 @@ fn spawn_uploader<'scope, 'env, T: TrainTask>(
 
 /// AdamW with the recipe's groups and betas.
 pub fn optimizer(recipe: &Recipe, varmap: &VarMap, layer_decay: Option<(f64, usize)>) -> Result<AdamW> {
-    let groups = srmae_model::optim::param_groups(varmap, recipe.optim.weight_decay, layer_decay);
+    let groups = srmae_model::training::optim::param_groups(varmap, recipe.optim.weight_decay, layer_decay);
     let mut opt = AdamW::new(groups, recipe.lr())?;
     (opt.beta1, opt.beta2) = recipe.optim.betas;
     Ok(opt)

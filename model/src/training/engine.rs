@@ -7,8 +7,8 @@
 use candle_core::backprop::GradStore;
 use candle_core::{Result, Var};
 
-use crate::dist::GradSync;
-use crate::optim::AdamW;
+use crate::training::dist::GradSync;
+use crate::training::optim::AdamW;
 
 /// Sums the variables' gradients over micro-batches.
 #[derive(Default)]
@@ -68,7 +68,7 @@ impl GradAccumulator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::optim::{param_groups, AdamW};
+    use crate::training::optim::{param_groups, AdamW};
     use candle_core::{DType, Device, Tensor};
     use candle_nn::{VarBuilder, VarMap};
 

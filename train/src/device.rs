@@ -21,14 +21,14 @@ pub fn parse_device(name: &str) -> Result<Device> {
         bail!("device {name:?}: this srmae was built without CUDA support (rebuild with `cargo build --release --features cuda`)");
     }
     let dev = Device::new_cuda(ordinal).map_err(|e| anyhow::anyhow!("device {name:?}: cannot open the GPU: {e}"))?;
-    let tuning = srmae_model::cuda_setup::tune_device(&dev).map_err(|e| anyhow::anyhow!("device {name:?}: CUDA settings: {e}"))?;
+    let tuning = srmae_model::training::cuda_setup::tune_device(&dev).map_err(|e| anyhow::anyhow!("device {name:?}: CUDA settings: {e}"))?;
     tracing::debug!("device {name}: {tuning:?}");
     Ok(dev)
 }
 
 /// The device of one data-parallel rank: plain `cuda` means GPU `rank`
 /// (one process per GPU on one machine); anything else is taken as given.
-pub fn parse_device_for_rank(name: &str, dist: &srmae_model::dist::DistEnv) -> Result<Device> {
+pub fn parse_device_for_rank(name: &str, dist: &srmae_model::training::dist::DistEnv) -> Result<Device> {
     if dist.world_size > 1 && name.trim().eq_ignore_ascii_case("cuda") {
         return parse_device(&format!("cuda:{}", dist.rank));
     }

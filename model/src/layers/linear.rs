@@ -2,7 +2,7 @@
 //! into one product, so the weight gradient is a single `[out, B*N] x
 //! [B*N, in]` GEMM (`candle_nn::Linear` broadcasts the weight over the
 //! batch and sums per-sample weight gradients). One autograd node on the
-//! CPU; under an autocast scope the product runs in BF16 (`crate::autocast`)
+//! CPU; under an autocast scope the product runs in BF16 (`crate::training::autocast`)
 //! and the bias is added in F32.
 
 use candle_core::{Module, Result, Tensor};

@@ -1,11 +1,13 @@
 //! The device stage: a loader `Batch` (u8 pixels, u32 indices on the host)
 //! becomes tensors on the training device, where the pixels are normalised
-//! (one u8 upload is 4x smaller than an f32 one).
+//! (one u8 upload is 4x smaller than an f32 one). Each `Method` composes
+//! its inputs from these pieces in its `upload`, on the upload thread; index
+//! work (clue slots, mask counts) happens there on the host, so that no
+//! forward reads a tensor back from the device.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use srmae_model::candle::{DType, Device, Tensor};
-use srmae_model::patchify::patchify;
-use srmae_model::srmae::{inputs_from_host, SrmaeInputs};
+use srmae_model::layers::patchify::patchify;
 use srmae_pipeline::Batch;
 
 /// Per-channel normalisation, resident on the device.
@@ -13,6 +15,7 @@ pub struct Normalizer {
     mean: Tensor,
     std: Tensor,
     channels: usize,
+    dev: Device,
 }
 
 impl Normalizer {
@@ -22,7 +25,13 @@ impl Normalizer {
             mean: Tensor::from_slice(mean, (1, c, 1, 1), dev)?,
             std: Tensor::from_slice(std, (1, c, 1, 1), dev)?,
             channels: c,
+            dev: dev.clone(),
         })
+    }
+
+    /// The device the tensors go to.
+    pub fn device(&self) -> &Device {
+        &self.dev
     }
 
     /// # Shapes
@@ -56,28 +65,6 @@ impl Normalizer {
         let mean = self.mean.reshape((1, 1, c, 1))?;
         let std = self.std.reshape((1, 1, c, 1))?;
         Ok((px.to_dtype(DType::F32)? / 255.0)?.broadcast_sub(&mean)?.broadcast_div(&std)?.reshape((b, kc, c * r * r))?)
-    }
-
-    /// Everything SRMAE (or MAE) consumes from a pretraining batch.
-    pub fn srmae_inputs(&self, batch: &Batch, patch: usize, dev: &Device) -> Result<SrmaeInputs> {
-        let lay = batch.layout;
-        let b = batch.len;
-        if !lay.restore {
-            bail!("the batch's patch transform gives no restore order (MAE-style models need one)");
-        }
-        let l = lay.num_patches();
-        let (kv, kc) = (lay.n_visible, lay.n_clue);
-        inputs_from_host(
-            self.patches(batch, patch, dev)?,
-            &batch.visible()[..b * kv],
-            &batch.clue_ids()[..b * kc],
-            self.clues(batch, dev)?,
-            &batch.restore()[..b * l],
-            &batch.mask()[..b * l],
-            b,
-            dev,
-        )
-        .context("uploading a batch")
     }
 
     /// # Shapes

@@ -6,11 +6,11 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::linear::Linear;
+use crate::layers::linear::Linear;
 use serde::{Deserialize, Serialize};
 
-use crate::loss::{norm_pix, weighted_patch_mse};
-use crate::vit::{gather_tokens, linear_xavier, Blocks, VitConfig, VitEncoder};
+use crate::methods::loss::{norm_pix, weighted_patch_mse};
+use crate::layers::vit::{gather_tokens, linear_xavier, Blocks, VitConfig, VitEncoder};
 
 /// MAE sizes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -72,7 +72,7 @@ impl MaeDecoder {
         Ok(MaeDecoder {
             embed: linear_xavier(cfg.encoder.dim, dd, vb.pp("decoder_embed"))?,
             mask_token: vb.get_with_hints((1, 1, dd), "mask_token", candle_nn::Init::Randn { mean: 0.0, stdev: 0.02 })?,
-            pos_embed: crate::pos_embed::sincos_2d_tensor(dd, cfg.encoder.grid(), true, vb.device())?,
+            pos_embed: crate::layers::pos_embed::sincos_2d_tensor(dd, cfg.encoder.grid(), true, vb.device())?,
             blocks: Blocks::new(dd, cfg.decoder_depth, cfg.decoder_heads, 4.0, 0.0, vb.pp("decoder"))?,
             dim: dd,
         })
@@ -91,7 +91,7 @@ impl MaeDecoder {
             parts.push(self.mask_token.broadcast_as((b, l - k, dd))?.contiguous()?);
         }
         let full = gather_tokens(&Tensor::cat(&parts, 1)?, restore)?;
-        let x = crate::row_broadcast::add_rows(&Tensor::cat(&[cls, &full], 1)?, &self.pos_embed)?;
+        let x = crate::ops::row_broadcast::add_rows(&Tensor::cat(&[cls, &full], 1)?, &self.pos_embed)?;
         let x = self.blocks.forward(&x, train)?;
         x.narrow(1, 1, l)
     }
@@ -128,8 +128,8 @@ impl Mae {
     /// # Shapes
     /// - `patches`: `[B, L, p*p*C]` normalised pixels (`patchify` of the images)
     /// - `visible`: `[B, K]` u32; `restore`: `[B, L]` u32
-    /// - `hidden_mask`: `[B, L]` f32, 1 where hidden
-    pub fn forward(&self, patches: &Tensor, visible: &Tensor, restore: &Tensor, hidden_mask: &Tensor, train: bool) -> Result<MimOutput> {
+    /// - `hidden_mask`: `[B, L]` f32, 1 where hidden; `n_hidden` its sum (from the host)
+    pub fn forward(&self, patches: &Tensor, visible: &Tensor, restore: &Tensor, hidden_mask: &Tensor, n_hidden: usize, train: bool) -> Result<MimOutput> {
         let tokens = gather_tokens(&self.encoder.embed(patches)?, visible)?;
         let latent = self.encoder.run(&tokens, train)?;
         let x = self.decoder.embed.forward(&latent)?;
@@ -138,7 +138,7 @@ impl Mae {
         let pred = self.pred.forward(&dec)?;
         let target = if self.cfg.norm_pix_loss { norm_pix(patches)?.0 } else { patches.clone() };
         Ok(MimOutput {
-            loss: weighted_patch_mse(&pred, &target, hidden_mask)?,
+            loss: weighted_patch_mse(&pred, &target, hidden_mask, n_hidden as f64)?,
             pred,
         })
     }

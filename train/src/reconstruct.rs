@@ -8,30 +8,24 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use srmae_datasets::PackedDataset;
-use srmae_model::candle::{Device, Tensor};
-use srmae_model::loss::norm_pix;
-use srmae_model::patchify::unpatchify;
+use srmae_model::candle::Tensor;
+use srmae_model::layers::patchify::unpatchify;
 use srmae_pipeline::transforms::mask_value;
 use srmae_pipeline::{Batch, Loader, LoaderConfig, Shuffle};
 
-use super::device::Normalizer;
-use super::mim::MimModel;
-use super::recipe::Recipe;
+use crate::device_stage::Normalizer;
+use crate::methods::Method;
+use crate::recipe::Recipe;
 
 /// Writes `count` sheets (the first `count` samples of `ds`, masks from
 /// `seed`) into `dir`. Returns how many were written.
 #[allow(clippy::too_many_arguments)]
-pub fn write(model: &MimModel, recipe: &Recipe, ds: &Arc<PackedDataset>, norm: &Normalizer, dev: &Device, count: usize, seed: u64, dir: &Path) -> Result<usize> {
-    let enc = recipe.encoder()?;
+pub fn write<M: Method>(model: &M, recipe: &Recipe, ds: &Arc<PackedDataset>, norm: &Normalizer, count: usize, seed: u64, dir: &Path) -> Result<usize> {
+    let enc = model.encoder().clone();
     let cfg = masked_eval_loader(recipe, seed, count.max(1))?;
     let Some(batch) = Loader::new(ds.clone(), cfg)?.next() else { return Ok(0) };
     let batch = batch?;
-    let x = norm.srmae_inputs(&batch, enc.patch, dev)?;
-    let mut pred = model.forward(&x, false)?.pred;
-    if model.pred_is_norm_pix() {
-        let (_, mean, std) = norm_pix(&x.patches)?;
-        pred = pred.broadcast_mul(&std)?.broadcast_add(&mean)?;
-    }
+    let pred = model.reconstruct(&model.upload(&batch, norm)?)?;
     let recon = to_u8(&unpatchify(&pred, enc.patch, enc.in_chans)?, &recipe.data.mean, &recipe.data.std)?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     for i in 0..batch.len {
