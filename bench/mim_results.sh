@@ -11,7 +11,8 @@
 # fine-tunings), SRMAE (target/release/srmae), ARMS ("srmae mae scratch"; also
 # srmae-pe: clues upsampled bicubic in place, embedded by the encoder's patch
 # embedding, with the low-resolution type embedding; srmae-pe-notype: without it;
-# srmae-pe-nearest: nearest upsampling, with it). Pretraining checkpoints already in
+# srmae-pe-nearest: nearest upsampling, with it; simmim: SimMIM with its mask
+# ratio 0.6 in blocks of one model patch, same recipe otherwise). Pretraining checkpoints already in
 # OUT/seedN/{srmae,mae}-pre are reused (a longer fine-tuning of the same
 # encoders: link them into a new OUT and set FINETUNE_EPOCHS).
 #
@@ -73,6 +74,7 @@ arm_pretrain() {
   case $1 in
     srmae) echo "--method srmae" ;;
     mae) echo "--method mae" ;;
+    simmim) echo "--method simmim --set model.mask.select_ratio=0.6" ;;
     srmae-pe) echo '--method srmae --set model.clue_embed={kind="patch_embed",upsample="bicubic",type_embed=true}' ;;
     srmae-pe-notype) echo '--method srmae --set model.clue_embed={kind="patch_embed",upsample="bicubic",type_embed=false}' ;;
     srmae-pe-nearest) echo '--method srmae --set model.clue_embed={kind="patch_embed",upsample="nearest",type_embed=true}' ;;

@@ -1,5 +1,5 @@
 //! `srmae`: pack image datasets into shards, inspect and verify them,
-//! pretrain SRMAE/MAE, fine-tune, probe, evaluate, reconstruct, export.
+//! pretrain SRMAE/MAE/SimMIM, fine-tune, probe, evaluate, reconstruct, export.
 
 mod commands;
 
@@ -36,7 +36,7 @@ enum Command {
     Verify(commands::verify::VerifyArgs),
     /// Speed measurements: shard reading, the loader, a training step.
     Bench(commands::bench::BenchArgs),
-    /// Pretrain SRMAE (or MAE with --method mae) from a recipe.
+    /// Pretrain SRMAE (or MAE, SimMIM with --method) from a recipe.
     Pretrain(commands::pretrain::PretrainArgs),
     /// Fine-tune a classifier on a pretrained encoder (or from scratch).
     Finetune(commands::finetune::FinetuneArgs),
@@ -44,6 +44,8 @@ enum Command {
     Linprobe(commands::linprobe::LinprobeArgs),
     /// Top-1/top-5 of a classifier, at full and very low test resolutions.
     Eval(commands::eval::EvalArgs),
+    /// The recipe presets, and a recipe resolved as a run uses it.
+    Recipe(commands::recipe::RecipeArgs),
     /// PNG sheets of masked inputs and their reconstructions.
     Reconstruct(commands::reconstruct::ReconstructArgs),
     /// The encoder as safetensors with timm's ViT names.
@@ -96,6 +98,7 @@ fn main() -> anyhow::Result<()> {
         Command::Finetune(a) => commands::finetune::run(a),
         Command::Linprobe(a) => commands::linprobe::run(a),
         Command::Eval(a) => commands::eval::run(a),
+        Command::Recipe(a) => commands::recipe::run(a),
         Command::Reconstruct(a) => commands::reconstruct::run(a),
         Command::Export(a) => commands::export::run(a),
         Command::Plot(a) => commands::plot::run(a),

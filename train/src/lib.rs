@@ -11,6 +11,8 @@ pub mod alloc;
 pub mod classify;
 pub mod device;
 pub mod device_stage;
+pub mod finetune;
+pub mod linprobe;
 pub mod methods;
 pub mod plot;
 pub mod pretrain;

@@ -12,5 +12,7 @@ pub mod linprobe;
 pub mod pack;
 pub mod plot;
 pub mod pretrain;
+pub mod recipe;
 pub mod reconstruct;
+pub mod run_args;
 pub mod verify;

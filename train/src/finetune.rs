@@ -1,0 +1,185 @@
+//! Fine-tuning: a classifier (global pool + fc_norm, or cls) on a
+//! pretrained encoder of any method, or from scratch, with layer-wise lr
+//! decay, drop path and label smoothing, evaluated on the validation set
+//! every epoch. `srmae finetune` is this with command-line arguments.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use candle_nn::{VarBuilder, VarMap};
+use srmae_datasets::PackedDataset;
+use srmae_model::candle::{DType, Device, Tensor};
+use srmae_model::layers::classifier::{cross_entropy, VitClassifier};
+use srmae_model::training::dist::{DistEnv, GradSync};
+use srmae_pipeline::{Batch, LoaderConfig};
+
+use crate::classify::{accuracy, eval_loader, load_encoder};
+use crate::device_stage::Normalizer;
+use crate::plot;
+use crate::pretrain::train_loader;
+use crate::recipe::Recipe;
+use crate::run_dir::{CheckpointConfig, RunDir};
+use crate::trainer::{optimizer, Ended, TrainTask, Trainer};
+
+/// Where a classifier's encoder starts.
+#[derive(Clone, Debug)]
+pub enum Init {
+    /// A pretraining checkpoint (any method): its encoder variables.
+    Checkpoint(PathBuf),
+    /// Random weights (the no-pretraining baseline).
+    Scratch,
+}
+
+impl Init {
+    fn checkpoint(self) -> Option<PathBuf> {
+        match self {
+            Init::Checkpoint(p) => Some(p),
+            Init::Scratch => None,
+        }
+    }
+}
+
+/// One fine-tuning run.
+pub struct FinetuneJob {
+    pub recipe: Recipe,
+    pub out: PathBuf,
+    /// None only with `resume` (the run directory's checkpoint).
+    pub init: Option<Init>,
+    pub resume: bool,
+    pub device: Device,
+    pub dist: DistEnv,
+    pub stop_after: Option<u64>,
+}
+
+impl FinetuneJob {
+    pub fn new(recipe: Recipe, out: impl Into<PathBuf>, init: Init) -> FinetuneJob {
+        FinetuneJob { recipe, out: out.into(), init: Some(init), resume: false, device: Device::Cpu, dist: DistEnv::single(), stop_after: None }
+    }
+
+    pub fn run(self) -> Result<Ended> {
+        finetune(self)
+    }
+}
+
+struct FinetuneTask {
+    model: VitClassifier,
+    norm: Normalizer,
+    smoothing: f64,
+    val: Option<(Arc<PackedDataset>, LoaderConfig)>,
+    dev: Device,
+}
+
+impl TrainTask for FinetuneTask {
+    /// Patches `[B, L, p*p*C]` and labels `[B]`.
+    type Input = (Tensor, Tensor);
+    fn upload(&self, batch: &Batch, dev: &Device) -> Result<(Tensor, Tensor)> {
+        Ok((self.norm.patches(batch, self.model.encoder.cfg.patch, dev)?, Normalizer::labels(batch, dev)?))
+    }
+    fn loss(&self, (patches, labels): &(Tensor, Tensor)) -> Result<Tensor> {
+        let logits = self.model.forward(patches, true)?;
+        Ok(cross_entropy(&logits, labels, self.smoothing)?)
+    }
+
+    fn evaluate(&self, _epoch: u64) -> Result<Option<serde_json::Value>> {
+        let Some((ds, cfg)) = &self.val else { return Ok(None) };
+        let acc = accuracy(&self.model, ds, cfg.clone(), &self.norm, &self.dev)?;
+        Ok(Some(serde_json::json!({"top1": acc.top1, "top5": acc.top5, "n": acc.n})))
+    }
+}
+
+/// The encoder a checkpoint was trained with.
+pub fn checkpoint_encoder(path: &Path) -> Result<srmae_model::layers::vit::VitConfig> {
+    let meta = srmae_model::training::checkpoint::load(path, &VarMap::new(), None, &Device::Cpu)?;
+    let cfg = CheckpointConfig::parse(&meta.config, path)?;
+    match cfg.encoder {
+        Some(e) => Ok(e),
+        None => cfg.recipe()?.encoder(),
+    }
+}
+
+/// The classifier's encoder config: the recipe's (which must then match the
+/// checkpoint's), else the checkpoint's; with the recipe's drop path.
+pub fn encoder_config(recipe: &Recipe, init: Option<&Path>) -> Result<srmae_model::layers::vit::VitConfig> {
+    let from_ckpt = init.map(checkpoint_encoder).transpose()?;
+    let mut enc = match (&recipe.model.encoder, from_ckpt) {
+        (Some(e), Some(c)) => {
+            let same = srmae_model::layers::vit::VitConfig { drop_path: 0.0, ..e.clone() } == srmae_model::layers::vit::VitConfig { drop_path: 0.0, ..c.clone() };
+            if !same {
+                bail!("the recipe's model.encoder {e:?} differs from the checkpoint's {c:?}");
+            }
+            e.clone()
+        }
+        (Some(e), None) => e.clone(),
+        (None, Some(c)) => c,
+        (None, None) => bail!("no encoder: the recipe has no [model.encoder] and no checkpoint was given"),
+    };
+    enc.drop_path = recipe.model.drop_path;
+    Ok(enc)
+}
+
+/// Fine-tunes (or resumes fine-tuning).
+pub fn finetune(job: FinetuneJob) -> Result<Ended> {
+    let FinetuneJob { recipe, out, init, resume: asked_resume, device: dev, dist, stop_after } = job;
+    let resume = RunDir::resumes(&out, &recipe, asked_resume)?;
+    if init.is_none() && !resume {
+        bail!("--resume: {} has no checkpoint yet, and there is no --init CHECKPOINT or --scratch to start it from", out.display());
+    }
+    let init = init.and_then(|i| i.checkpoint());
+    let ds = Arc::new(PackedDataset::open(&recipe.data.train).with_context(|| format!("opening {}", recipe.data.train.display()))?);
+    let classes = ds.classes().len();
+    if classes < 2 {
+        bail!("{}: fine-tuning needs labelled data with at least 2 classes (found {classes})", recipe.data.train.display());
+    }
+    let resumed = out.join("checkpoint.safetensors");
+    let enc = encoder_config(&recipe, if resume { Some(resumed.as_path()) } else { init.as_deref() })?;
+    let mut run = if dist.is_main() { RunDir::open(&out, &recipe, resume)? } else { RunDir::follower(&out) };
+    let varmap = VarMap::new();
+    let model = VitClassifier::new(&enc, classes, recipe.model.pool, VarBuilder::from_varmap(&varmap, DType::F32, &dev))?;
+    srmae_model::layers::init::seeded_init(&varmap, recipe.run.seed)?;
+    srmae_model::layers::init::normal_init(&varmap, "head.weight", srmae_model::layers::classifier::FINETUNE_HEAD_STD, recipe.run.seed)?;
+    if let (Some(init), false) = (&init, resume) {
+        let fresh = load_encoder(init, &varmap, &dev)?;
+        tracing::info!("encoder from {}; newly initialised: {}", init.display(), fresh.join(", "));
+    }
+    let loader = train_loader(&recipe, &dist, enc.patch);
+    let val = match recipe.val() {
+        Some(v) => Some((
+            Arc::new(PackedDataset::open(v).with_context(|| format!("opening {}", v.display()))?),
+            eval_loader(&recipe, recipe.optim.batch_size, recipe.data.low_res),
+        )),
+        None => None,
+    };
+    let config = CheckpointConfig {
+        task: "finetune".into(),
+        recipe: recipe.to_toml(),
+        classes: Some(classes),
+        encoder: Some(enc.clone()),
+        class_names: ds.classes().to_vec(),
+    };
+    let layer_decay = recipe.optim.layer_decay.map(|d| (d, enc.depth));
+    let task = FinetuneTask { model, norm: Normalizer::new(&recipe.data.mean, &recipe.data.std, &dev)?, smoothing: recipe.optim.label_smoothing, val, dev: dev.clone() };
+    let sync = GradSync::new(&dist, &dev).context("joining the data-parallel job")?;
+    let mut trainer = Trainer {
+        recipe: &recipe,
+        run: &mut run,
+        varmap: &varmap,
+        vars: varmap.all_vars(),
+        opt: optimizer(&recipe, &varmap, layer_decay)?,
+        dev: dev.clone(),
+        ds,
+        loader,
+        transform: None,
+        config_json: serde_json::to_string(&config)?,
+        stop_after: stop_after,
+        what: "finetune",
+        sync,
+        dist: dist.clone(),
+    };
+    let start = if resume { trainer.resume()? } else { 0 };
+    let ended = trainer.run(&task, start)?;
+    if dist.is_main() {
+        plot::training_plots(&out)?; // rank 0 writes the plots
+    }
+    Ok(ended)
+}
