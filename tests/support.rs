@@ -102,3 +102,12 @@ pub fn flip_byte(path: &Path, offset: usize) {
     b[offset] ^= 0x40;
     std::fs::write(path, b).unwrap();
 }
+
+/// A safetensors file's header (as JSON; its metadata map has no fixed
+/// order on disk) and its tensor bytes.
+pub fn safetensors_parts(path: &Path) -> (serde_json::Value, Vec<u8>) {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    (serde_json::from_slice(&bytes[8..8 + n]).unwrap(), bytes[8 + n..].to_vec())
+}
+

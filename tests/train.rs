@@ -19,14 +19,6 @@ fn srmae(args: &[&str]) -> Output {
     out
 }
 
-/// A safetensors file's header (as JSON; its metadata map has no fixed
-/// order on disk) and its tensor bytes.
-fn safetensors_parts(path: &Path) -> (serde_json::Value, Vec<u8>) {
-    let bytes = std::fs::read(path).unwrap();
-    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    (serde_json::from_slice(&bytes[8..8 + n]).unwrap(), bytes[8 + n..].to_vec())
-}
-
 fn p(path: &Path) -> &str {
     path.to_str().unwrap()
 }
@@ -174,4 +166,57 @@ fn pack_pretrain_resume_finetune_probe_eval_reconstruct_export() {
     let names: Vec<&String> = header.as_object().unwrap().keys().filter(|k| *k != "__metadata__").collect();
     assert!(names.iter().all(|k| !k.starts_with("decoder") && !k.starts_with("norm.") && !k.contains("sr_head")), "{names:?}");
     assert_eq!(header["__metadata__"]["global_pool"], "avg");
+}
+
+/// SimMIM through the same commands: pretrain (interrupted and resumed, equal
+/// bit for bit to the uninterrupted run) -> reconstruct -> finetune -> eval.
+#[test]
+fn simmim_pretrain_resume_reconstruct_finetune_eval() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let (train, test) = (t.join("train"), t.join("test"));
+    let fm = fashion_mnist();
+    srmae(&["pack", p(&fm), p(&train), "--split", "train", "--limit", "128"]);
+    srmae(&["pack", p(&fm), p(&test), "--split", "test", "--limit", "64"]);
+    let val = format!("data.val={:?}", p(&test));
+    let pre = |out: &Path, extra: &[&str]| {
+        let mut a = vec!["pretrain", "--recipe", "fmnist-simmim-pretrain", "--out", p(out), "--threads", "2", "--data", p(&train), "--set", &val];
+        a.extend_from_slice(&TINY[..2]);
+        a.extend_from_slice(&TINY[8..]);
+        a.extend_from_slice(extra);
+        srmae(&a)
+    };
+    let (full, parts) = (t.join("full"), t.join("parts"));
+    pre(&full, &[]);
+    pre(&parts, &["--stop-after", "3"]);
+    pre(&parts, &["--resume"]);
+    let (ha, da) = safetensors_parts(&full.join("checkpoint.safetensors"));
+    let (hb, db) = safetensors_parts(&parts.join("checkpoint.safetensors"));
+    assert_eq!(ha, hb);
+    assert!(da == db, "the resumed SimMIM run differs from the uninterrupted one");
+    let names: Vec<&String> = ha.as_object().unwrap().keys().collect();
+    assert!(names.iter().any(|k| k.ends_with("mask_token")) && names.iter().any(|k| k.contains("pixel_head")), "{names:?}");
+    assert!(!names.iter().any(|k| k.contains("decoder")), "SimMIM has no decoder: {names:?}");
+    let recipe = std::fs::read_to_string(full.join("recipe.toml")).unwrap();
+    assert!(recipe.contains("method = \"simmim\"") && recipe.contains("simmim_blocks"), "{recipe}");
+    let losses: Vec<f64> = std::fs::read_to_string(full.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?.get("loss")?.as_f64())
+        .collect();
+    assert!(!losses.is_empty() && losses.iter().all(|l| l.is_finite() && *l > 0.0), "{losses:?}");
+    assert!(full.join("reconstructions/sample-000000.png").is_file());
+
+    let ckpt = full.join("checkpoint.safetensors");
+    let rec = t.join("rec");
+    srmae(&["reconstruct", "--checkpoint", p(&ckpt), "--count", "2", "--out", p(&rec)]);
+    assert_eq!(std::fs::read_dir(&rec).unwrap().count(), 2);
+
+    let ft = t.join("ft");
+    let mut a = vec!["finetune", "--init", p(&ckpt), "--out", p(&ft), "--threads", "2", "--data", p(&train), "--set", &val];
+    a.extend_from_slice(&TINY[..2]);
+    a.extend_from_slice(&["--set", "optim.epochs=1", "--set", "optim.batch_size=32"]);
+    srmae(&a);
+    let out = srmae(&["eval", "--checkpoint", p(&ft.join("checkpoint.safetensors")), "--test-res", "28,14"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("14 px"));
 }

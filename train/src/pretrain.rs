@@ -55,6 +55,16 @@ impl PretrainJob {
         }
     }
 
+    /// Continue from the run directory's checkpoint.
+    pub fn with_resume(self) -> PretrainJob {
+        PretrainJob { resume: true, ..self }
+    }
+
+    /// Stop (checkpoint written) after `steps` optimiser steps in total.
+    pub fn with_stop_after(self, steps: u64) -> PretrainJob {
+        PretrainJob { stop_after: Some(steps), ..self }
+    }
+
     /// Runs the method the recipe names.
     pub fn run(self) -> Result<Ended> {
         let name = self.recipe.model.method.clone();
