@@ -57,13 +57,40 @@ fn pack_inspect_verify_fashion_mnist() {
 
 #[test]
 fn every_command_has_help_with_examples() {
-    for cmd in ["pack", "inspect", "verify", "bench"] {
+    let o = srmae(&["--help"]);
+    let top = text(&o);
+    // The subcommands as `srmae --help` lists them.
+    let commands: Vec<String> = top
+        .split("Commands:")
+        .nth(1)
+        .expect("a Commands section")
+        .lines()
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next().map(String::from))
+        .filter(|c| c != "help")
+        .collect();
+    for want in ["pack", "verify", "pretrain", "finetune", "linprobe", "recipe", "reconstruct"] {
+        assert!(commands.iter().any(|c| c == want), "{want} missing from {commands:?}");
+    }
+    for cmd in &commands {
         let o = srmae(&[cmd, "--help"]);
         assert!(o.status.success());
         assert!(text(&o).contains("Examples:"), "{cmd} --help lacks examples");
     }
-    let o = srmae(&["--help"]);
-    assert!(text(&o).contains("pack") && text(&o).contains("verify"));
+}
+
+#[test]
+fn recipe_list_and_show() {
+    let list = text(&srmae(&["recipe", "list"]));
+    for name in ["fmnist-pretrain", "fmnist-simmim-pretrain", "imagenet-vitb16-simmim-pretrain", "photos32-finetune"] {
+        assert!(list.lines().any(|l| l.starts_with(name)), "{name} missing from\n{list}");
+    }
+    // `--method mae` on the SRMAE preset runs MAE's random masking at the selected share.
+    let shown = text(&srmae(&["recipe", "show", "fmnist-pretrain", "--set", "model.method=\"mae\""]));
+    assert!(shown.contains("kind = \"mae_random\"") && shown.contains("mask_ratio = 0.75"), "{shown}");
+    let o = srmae(&["recipe", "show", "fmnist-pretrain", "--set", "model.method=\"byol\""]);
+    assert!(!o.status.success() && text(&o).contains("srmae, mae, simmim"), "{}", text(&o));
 }
 
 #[test]
