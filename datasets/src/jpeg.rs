@@ -25,7 +25,8 @@ pub struct JpegDecoder {
     rgbx: bool,
 }
 
-// The handle is used by one thread at a time (owned by a worker).
+// SAFETY: a TurboJPEG handle has no thread affinity; it is used by one thread at a time
+// (every method takes `&mut self` or reads only), so moving it between threads is sound.
 unsafe impl Send for JpegDecoder {}
 
 /// What the JPEG header says.
@@ -61,6 +62,25 @@ const MCU_WIDTH: [u32; 7] = [8, 16, 16, 8, 8, 32, 8];
 /// than a full-size SIMD decode, so they are never chosen.
 pub const FAST_SCALES: [u32; 4] = [1, 2, 4, 8];
 
+/// Why libjpeg-turbo did not decode a JPEG (its own message where it gives one).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum JpegError {
+    #[error("cannot initialise libjpeg-turbo")]
+    Init,
+    #[error("JPEG header: {0}")]
+    Header(String),
+    #[error("JPEG header: bad size {width}x{height}")]
+    BadSize { width: i32, height: i32 },
+    #[error("CMYK/YCCK JPEG: libjpeg-turbo cannot convert it to RGB")]
+    Cmyk,
+    #[error("JPEG scaling {num}/8: {reason}")]
+    Scaling { num: u32, reason: String },
+    #[error("JPEG crop region: {0}")]
+    Crop(String),
+    #[error("JPEG decode: {0}")]
+    Decode(String),
+}
+
 fn gcd(a: u32, b: u32) -> u32 {
     if b == 0 {
         a
@@ -75,30 +95,37 @@ fn scaled(dim: u32, num: u32) -> u32 {
 }
 
 impl JpegDecoder {
-    pub fn new() -> Result<JpegDecoder, String> {
+    pub fn new() -> Result<JpegDecoder, JpegError> {
+        // SAFETY: tj3Init takes a plain integer and returns a new handle or null (checked below).
         let handle = unsafe { raw::tj3Init(raw::TJINIT_TJINIT_DECOMPRESS as i32) };
         if handle.is_null() {
-            return Err("cannot initialise libjpeg-turbo".into());
+            return Err(JpegError::Init);
         }
         let d = JpegDecoder { handle, rgbx: false };
         // Refuse absurd sizes (records are validated at pack time already).
+        // SAFETY: `d.handle` is the live, non-null handle just created; tj3Set takes integers.
         unsafe { raw::tj3Set(d.handle, raw::TJPARAM_TJPARAM_MAXPIXELS as i32, 1 << 28) };
         Ok(d)
     }
 
     fn error(&self) -> String {
+        // SAFETY: the handle lives as long as `self`; tj3GetErrorStr returns a NUL-terminated
+        // string owned by the handle (or a static one), copied here before any other call.
         unsafe { CStr::from_ptr(raw::tj3GetErrorStr(self.handle)) }.to_string_lossy().into_owned()
     }
 
-    pub fn header(&mut self, data: &[u8]) -> Result<JpegHeader, String> {
+    pub fn header(&mut self, data: &[u8]) -> Result<JpegHeader, JpegError> {
+        // SAFETY: `data` is a live slice whose pointer and length are passed together; the
+        // handle lives as long as `self`, and `&mut self` keeps other calls out.
         let res = unsafe { raw::tj3DecompressHeader(self.handle, data.as_ptr(), data.len() as raw::size_t) };
         if res != 0 {
-            return Err(format!("JPEG header: {}", self.error()));
+            return Err(JpegError::Header(self.error()));
         }
+        // SAFETY: tj3Get reads an integer parameter of the live handle.
         let get = |p: raw::TJPARAM| unsafe { raw::tj3Get(self.handle, p as i32) };
         let (w, h) = (get(raw::TJPARAM_TJPARAM_JPEGWIDTH), get(raw::TJPARAM_TJPARAM_JPEGHEIGHT));
         if w <= 0 || h <= 0 {
-            return Err(format!("JPEG header: bad size {w}x{h}"));
+            return Err(JpegError::BadSize { width: w, height: h });
         }
         let subsamp = get(raw::TJPARAM_TJPARAM_SUBSAMP);
         let cs = get(raw::TJPARAM_TJPARAM_COLORSPACE);
@@ -114,6 +141,7 @@ impl JpegDecoder {
     /// Faster, slightly less exact decoding: integer fast IDCT (used only at
     /// full scale) and nearest-neighbour chroma upsampling.
     pub fn set_fast(&mut self, on: bool) {
+        // SAFETY: tj3Set on the live handle with integer arguments.
         unsafe {
             raw::tj3Set(self.handle, raw::TJPARAM_TJPARAM_FASTDCT as i32, on as i32);
             raw::tj3Set(self.handle, raw::TJPARAM_TJPARAM_FASTUPSAMPLE as i32, on as i32);
@@ -130,12 +158,13 @@ impl JpegDecoder {
     /// Treat libjpeg warnings (e.g. a truncated stream, which it would fill
     /// with grey) as errors. The packer validates with this on.
     pub fn set_stop_on_warning(&mut self, on: bool) {
+        // SAFETY: tj3Set on the live handle with integer arguments.
         unsafe { raw::tj3Set(self.handle, raw::TJPARAM_TJPARAM_STOPONWARNING as i32, on as i32) };
     }
 
     /// Decodes the whole image at scale `num`/8 into `buf` (grey or RGB as the
     /// JPEG is, RGBX with `set_rgbx`); returns (width, height, channels).
-    pub fn decode_scaled(&mut self, data: &[u8], hdr: &JpegHeader, num: u32, buf: &mut Vec<u8>) -> Result<(u32, u32, u8), String> {
+    pub fn decode_scaled(&mut self, data: &[u8], hdr: &JpegHeader, num: u32, buf: &mut Vec<u8>) -> Result<(u32, u32, u8), JpegError> {
         let full = CropBox {
             left: 0.0,
             top: 0.0,
@@ -157,7 +186,7 @@ impl JpegDecoder {
         out_size: u32,
         partial: bool,
         buf: &mut Vec<u8>,
-    ) -> Result<DecodedRegion, String> {
+    ) -> Result<DecodedRegion, JpegError> {
         // Smallest fast DCT scale k/8 keeping the crop >= out_size on both sides.
         let need = out_size as f64;
         let num = if partial {
@@ -181,9 +210,9 @@ impl JpegDecoder {
         crop: CropBox,
         partial: bool,
         buf: &mut Vec<u8>,
-    ) -> Result<DecodedRegion, String> {
+    ) -> Result<DecodedRegion, JpegError> {
         if hdr.cmyk {
-            return Err("CMYK/YCCK JPEG: libjpeg-turbo cannot convert it to RGB".into());
+            return Err(JpegError::Cmyk);
         }
         let s = num as f64 / 8.0;
         let (sw, sh) = (scaled(hdr.width, num), scaled(hdr.height, num));
@@ -208,12 +237,14 @@ impl JpegDecoder {
             (false, false) => (3, raw::TJPF_TJPF_RGB),
             (false, true) => (4, raw::TJPF_TJPF_RGBX),
         };
+        // SAFETY: plain-value calls on the live handle (scaling factor, cropping region);
+        // libjpeg-turbo validates both and reports errors through the return value.
         unsafe {
             // libjpeg-turbo lists its factors in lowest terms (1/1, 3/4, 1/2, ...).
             let g = gcd(num, 8);
             let factor = raw::tjscalingfactor { num: (num / g) as i32, denom: (8 / g) as i32 };
             if raw::tj3SetScalingFactor(self.handle, factor) != 0 {
-                return Err(format!("JPEG scaling {num}/8: {}", self.error()));
+                return Err(JpegError::Scaling { num, reason: self.error() });
             }
             let region = if (x0, y0, rw, rh) == (0, 0, sw, sh) {
                 raw::tjregion { x: 0, y: 0, w: 0, h: 0 }
@@ -221,11 +252,14 @@ impl JpegDecoder {
                 raw::tjregion { x: x0 as i32, y: y0 as i32, w: rw as i32, h: rh as i32 }
             };
             if raw::tj3SetCroppingRegion(self.handle, region) != 0 {
-                return Err(format!("JPEG crop region: {}", self.error()));
+                return Err(JpegError::Crop(self.error()));
             }
         }
         let pitch = rw as usize * channels as usize;
         buf.resize(pitch * rh as usize, 0);
+        // SAFETY: `data` is passed with its length; `buf` holds `pitch * rh` bytes, exactly the
+        // output of the scaled, cropped region (`rw` x `rh`, `channels` bytes per pixel) that the
+        // scaling factor and cropping region set above make tj3Decompress8 write.
         let res = unsafe {
             raw::tj3Decompress8(
                 self.handle,
@@ -237,7 +271,7 @@ impl JpegDecoder {
             )
         };
         if res != 0 {
-            return Err(format!("JPEG decode: {}", self.error()));
+            return Err(JpegError::Decode(self.error()));
         }
         let crop_in = CropBox {
             left: (crop.left * s - x0 as f64).max(0.0),
@@ -262,6 +296,7 @@ impl JpegDecoder {
 
 impl Drop for JpegDecoder {
     fn drop(&mut self) {
+        // SAFETY: the handle was created by tj3Init, is not null, and is destroyed once, here.
         unsafe { raw::tj3Destroy(self.handle) };
     }
 }

@@ -23,4 +23,5 @@ pub use batch::{Batch, BatchData};
 pub use config::{CorruptPolicy, LoaderConfig, LoaderState};
 pub use loader::{Loader, LoaderError};
 pub use order::{RankPolicy, Shuffle};
-pub use transforms::{ClueFilter, PatchConfig, PatchLayout, PatchTransform};
+pub use sample::SampleError;
+pub use transforms::{ClueFilter, PatchConfig, PatchConfigError, PatchLayout, PatchTransform};

@@ -33,16 +33,24 @@ use crate::config::{CorruptPolicy, LoaderConfig, LoaderState};
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::order::rank_order;
 use crate::rng::{Purpose, SampleRng};
-use crate::sample::{SampleProcessor, StageNanos};
-use crate::transforms::{PatchLayout, PatchOut, PatchTransform};
+use crate::sample::{SampleError, SampleProcessor, StageNanos};
+use crate::transforms::{PatchConfigError, PatchLayout, PatchOut, PatchTransform};
 
 /// Errors the loader yields.
 #[derive(Debug, thiserror::Error)]
 pub enum LoaderError {
     #[error("loader configuration: {0}")]
     Config(String),
+    #[error("loader configuration: {0}")]
+    Transform(#[from] PatchConfigError),
+    #[error("cannot start the sample decoder: {0}")]
+    Decoder(#[source] SampleError),
     #[error("record {record}: {reason}")]
-    Corrupt { record: u64, reason: String },
+    Corrupt {
+        record: u64,
+        #[source]
+        reason: SampleError,
+    },
     #[error("a loader worker panicked: {0}")]
     WorkerPanic(String),
     #[error("loader workers stopped before batch {0}")]
@@ -123,7 +131,7 @@ impl Loader {
         let fingerprint = cfg.fingerprint_with(custom.as_deref());
         let transform = match custom {
             Some(t) => Some(t),
-            None => cfg.patch.build(size, cfg.channels as usize).map_err(bad)?.map(Arc::from),
+            None => cfg.patch.build(size, cfg.channels as usize)?.map(Arc::from),
         };
         let layout = transform.as_ref().map(|t| t.layout()).unwrap_or(PatchLayout {
             channels: cfg.channels as usize,
@@ -253,7 +261,7 @@ fn worker(shared: Arc<Shared>, tokens: Receiver<()>, ready: Sender<Ready>) {
         Ok(p) => p,
         Err(e) => {
             let k = shared.next_claim.load(Relaxed);
-            let _ = ready.send((k, Err(LoaderError::Config(e))));
+            let _ = ready.send((k, Err(LoaderError::Decoder(e))));
             return;
         }
     };
@@ -311,25 +319,21 @@ fn fill_batch(s: &Shared, proc: &mut SampleProcessor, k: u64) -> Result<Batch, L
             let rng_index = id ^ (attempt << 48);
             let mut rng = SampleRng::new(cfg.seed, cfg.epoch, rng_index, Purpose::Augment);
             let tf = Instant::now();
-            let located = s.ds.locate(id);
-            let rec = located
-                .as_ref()
-                .map_err(|e| e.to_string())
-                .and_then(|&(shard, local)| s.ds.shards()[shard].record(local, cfg.verify_checksums).map_err(|e| e.to_string()));
-            t.fetch += tf.elapsed().as_nanos() as u64;
             let out = &mut data.images[i * img_len..(i + 1) * img_len];
-            let done = rec.and_then(|r| {
+            let mut attempt_sample = || -> Result<(u32, usize, u64), SampleError> {
+                let (shard, local) = s.ds.locate(id)?;
+                let r = s.ds.shards()[shard].record(local, cfg.verify_checksums)?;
+                t.fetch += tf.elapsed().as_nanos() as u64;
                 proc.process(&r, &cfg.augment, &mut rng, cfg.channels, out, &mut t)?;
                 // The shard may have shrunk under the read (zero pages, see `sigbus`).
-                if let Ok((shard, local)) = &located {
-                    s.ds.shards()[*shard].check_intact(*local).map_err(|e| e.to_string())?;
-                }
-                Ok(r.entry.label)
-            });
+                s.ds.shards()[shard].check_intact(local)?;
+                Ok((r.entry.label, shard, local))
+            };
+            let done = attempt_sample();
             match done {
-                Ok(label) => {
-                    if let (true, Ok((shard, local))) = (cfg.release_pages, &located) {
-                        s.ds.mapped().note_read(s.ds.shards(), *shard, *local);
+                Ok((label, shard, local)) => {
+                    if cfg.release_pages {
+                        s.ds.mapped().note_read(s.ds.shards(), shard, local);
                     }
                     data.labels[i] = label;
                     data.sample_ids[i] = id;
@@ -343,7 +347,7 @@ fn fill_batch(s: &Shared, proc: &mut SampleProcessor, k: u64) -> Result<Batch, L
                         if attempt > MAX_SUBSTITUTES {
                             return Err(LoaderError::Corrupt {
                                 record: original,
-                                reason: format!("{reason} (and {MAX_SUBSTITUTES} substitutes failed too)"),
+                                reason: SampleError::Substitutes { last: Box::new(reason), substitutes: MAX_SUBSTITUTES },
                             });
                         }
                         id = s.order[(pos + attempt as usize) % s.order.len()];

@@ -9,7 +9,7 @@ use std::time::Instant;
 use fast_image_resize::{images::Image, images::ImageRef, FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use srmae_datasets::format::decode::{decode_record, payload};
 use srmae_datasets::format::reader::RecordRef;
-use srmae_datasets::jpeg::JpegDecoder;
+use srmae_datasets::jpeg::{JpegDecoder, JpegError};
 use srmae_datasets::Encoding;
 
 use crate::augment::{Augment, CropBox, Plan};
@@ -49,7 +49,7 @@ fn ns(t: Instant) -> u64 {
 }
 
 impl SampleProcessor {
-    pub fn new() -> Result<SampleProcessor, String> {
+    pub fn new() -> Result<SampleProcessor, SampleError> {
         let mut jpeg = JpegDecoder::new()?;
         jpeg.set_rgbx(true); // 4-byte pixels resize ~20% faster (same values)
         Ok(SampleProcessor {
@@ -79,7 +79,7 @@ impl SampleProcessor {
         channels: u8,
         out: &mut [u8],
         t: &mut StageNanos,
-    ) -> Result<(), String> {
+    ) -> Result<(), SampleError> {
         let mut zbuf = std::mem::take(&mut self.zbuf);
         let res = self.process_with(rec, augment, rng, channels, out, t, &mut zbuf);
         self.zbuf = zbuf;
@@ -96,18 +96,18 @@ impl SampleProcessor {
         out: &mut [u8],
         t: &mut StageNanos,
         zbuf: &mut Vec<u8>,
-    ) -> Result<(), String> {
+    ) -> Result<(), SampleError> {
         let e = rec.entry;
         // The shard reader validated this, but a hand-made RecordRef may not be.
         if let Some(why) = e.geometry_error() {
-            return Err(why);
+            return Err(SampleError::Geometry(why));
         }
         if !matches!(channels, 1 | 3) {
-            return Err(format!("output channels {channels}: expected 1 or 3"));
+            return Err(SampleError::OutputChannels(channels));
         }
         let plan = augment.plan(e.width, e.height, rng);
         let t0 = Instant::now();
-        let data = payload(rec, zbuf).map_err(|err| err.to_string())?;
+        let data = payload(rec, zbuf)?;
         t.decompress += ns(t0);
         let t1 = Instant::now();
         // Raw pixels are resized straight from the payload (no copy); JPEGs
@@ -133,20 +133,20 @@ impl SampleProcessor {
         Ok(())
     }
 
-    fn decode_jpeg(&mut self, rec: &RecordRef<'_>, data: &[u8], plan: &Plan) -> Result<(u32, u32, u8, CropBox), String> {
+    fn decode_jpeg(&mut self, rec: &RecordRef<'_>, data: &[u8], plan: &Plan) -> Result<(u32, u32, u8, CropBox), SampleError> {
         let e = rec.entry;
-        let attempt = self.jpeg.header(data).and_then(|hdr| {
+        let attempt = self.jpeg.header(data).map_err(SampleError::from).and_then(|hdr| {
             if (hdr.width, hdr.height) != (e.width, e.height) {
-                return Err(format!("JPEG is {}x{}, index says {}x{}", hdr.width, hdr.height, e.width, e.height));
+                return Err(SampleError::SizeMismatch { jpeg: (hdr.width, hdr.height), index: (e.width, e.height) });
             }
-            self.jpeg.decode_for_crop(data, &hdr, plan.crop, plan.size, self.partial_decode, &mut self.pixels)
+            Ok(self.jpeg.decode_for_crop(data, &hdr, plan.crop, plan.size, self.partial_decode, &mut self.pixels)?)
         });
         match attempt {
             Ok(r) => Ok((r.width, r.height, r.channels, r.crop)),
             Err(first) => {
                 // libjpeg-turbo refuses a few files other decoders accept;
                 // the pack-time decoder decides, and checks geometry.
-                let img = decode_record(rec).map_err(|err| format!("{first}; fallback decoder: {err}"))?;
+                let img = decode_record(rec).map_err(|fallback| SampleError::Undecodable { first: Box::new(first), fallback })?;
                 self.fallbacks += 1;
                 self.pixels = img.pixels;
                 Ok((img.width, img.height, img.channels, plan.crop))
@@ -155,45 +155,79 @@ impl SampleProcessor {
     }
 
     /// Crops and resizes `pixels` (`w`×`h`×`c`) into `self.resized`.
-    fn resize(&mut self, pixels: &[u8], w: u32, h: u32, c: u8, crop: CropBox, size: u32) -> Result<(), String> {
+    fn resize(&mut self, pixels: &[u8], w: u32, h: u32, c: u8, crop: CropBox, size: u32) -> Result<(), SampleError> {
         let pt = pixel_type(c)?;
         let n = w as usize * h as usize * c as usize;
-        let px = pixels.get(..n).ok_or_else(|| format!("{w}x{h}x{c} needs {n} bytes, the record holds {}", pixels.len()))?;
-        let src = ImageRef::new(w, h, px, pt).map_err(|err| format!("resize source: {err}"))?;
+        let px = pixels.get(..n).ok_or(SampleError::ShortPixels { geometry: (w, h, c), needed: n, held: pixels.len() })?;
+        let src = ImageRef::new(w, h, px, pt).map_err(|err| resize_error("resize source", err))?;
         let out_len = size as usize * size as usize * c as usize;
         self.resized.resize(out_len, 0);
-        let mut dst = Image::from_slice_u8(size, size, &mut self.resized[..], pt).map_err(|err| format!("resize target: {err}"))?;
+        let mut dst = Image::from_slice_u8(size, size, &mut self.resized[..], pt).map_err(|err| resize_error("resize target", err))?;
         let opts = bicubic().crop(crop.left, crop.top, crop.width, crop.height);
-        self.resizer.resize(&src, &mut dst, &opts).map_err(|err| format!("resize: {err}"))
+        self.resizer.resize(&src, &mut dst, &opts).map_err(|err| resize_error("resize", err))
     }
 }
 
 impl SampleProcessor {
     /// `self.resized` (`size`×`size`×`c`) -> `r`×`r` -> `size`×`size`, in place.
-    fn degrade(&mut self, c: u8, size: u32, r: u32) -> Result<(), String> {
+    fn degrade(&mut self, c: u8, size: u32, r: u32) -> Result<(), SampleError> {
         let pt = pixel_type(c)?;
         let opts = bicubic();
         self.degraded.resize(r as usize * r as usize * c as usize, 0);
         {
-            let src = ImageRef::new(size, size, &self.resized, pt).map_err(|err| format!("low-res source: {err}"))?;
-            let mut small = Image::from_slice_u8(r, r, &mut self.degraded[..], pt).map_err(|err| format!("low-res target: {err}"))?;
-            self.resizer.resize(&src, &mut small, &opts).map_err(|err| format!("low-res: {err}"))?;
+            let src = ImageRef::new(size, size, &self.resized, pt).map_err(|err| resize_error("low-res source", err))?;
+            let mut small = Image::from_slice_u8(r, r, &mut self.degraded[..], pt).map_err(|err| resize_error("low-res target", err))?;
+            self.resizer.resize(&src, &mut small, &opts).map_err(|err| resize_error("low-res", err))?;
         }
-        let small = ImageRef::new(r, r, &self.degraded, pt).map_err(|err| format!("low-res source: {err}"))?;
-        let mut dst = Image::from_slice_u8(size, size, &mut self.resized[..], pt).map_err(|err| format!("low-res target: {err}"))?;
-        self.resizer.resize(&small, &mut dst, &opts).map_err(|err| format!("low-res upsample: {err}"))
+        let small = ImageRef::new(r, r, &self.degraded, pt).map_err(|err| resize_error("low-res source", err))?;
+        let mut dst = Image::from_slice_u8(size, size, &mut self.resized[..], pt).map_err(|err| resize_error("low-res target", err))?;
+        self.resizer.resize(&small, &mut dst, &opts).map_err(|err| resize_error("low-res upsample", err))
     }
 }
 
 /// Interleaved pixels of `c` bytes: grey, RGB or RGBX (the fourth byte is
 /// padding, never alpha).
-fn pixel_type(c: u8) -> Result<PixelType, String> {
+fn pixel_type(c: u8) -> Result<PixelType, SampleError> {
     match c {
         1 => Ok(PixelType::U8),
         3 => Ok(PixelType::U8x3),
         4 => Ok(PixelType::U8x4),
-        _ => Err(format!("{c} bytes per pixel: expected 1, 3 or 4")),
+        _ => Err(SampleError::PixelBytes(c)),
     }
+}
+
+fn resize_error(stage: &'static str, err: impl std::fmt::Display) -> SampleError {
+    SampleError::Resize { stage, reason: err.to_string() }
+}
+
+/// Why one record did not become a sample.
+#[derive(Debug, thiserror::Error)]
+pub enum SampleError {
+    /// The index entry's geometry is impossible.
+    #[error("{0}")]
+    Geometry(String),
+    #[error("output channels {0}: expected 1 or 3")]
+    OutputChannels(u8),
+    /// Reading, decompressing or checking the record.
+    #[error(transparent)]
+    Record(#[from] srmae_datasets::Error),
+    #[error(transparent)]
+    Jpeg(#[from] JpegError),
+    #[error("JPEG is {}x{}, index says {}x{}", jpeg.0, jpeg.1, index.0, index.1)]
+    SizeMismatch { jpeg: (u32, u32), index: (u32, u32) },
+    /// libjpeg-turbo and the fallback decoder both refused it.
+    #[error("{first}; fallback decoder: {fallback}")]
+    Undecodable { first: Box<SampleError>, fallback: srmae_datasets::Error },
+    #[error("{}x{}x{} needs {needed} bytes, the record holds {held}", geometry.0, geometry.1, geometry.2)]
+    ShortPixels { geometry: (u32, u32, u8), needed: usize, held: usize },
+    #[error("{0} bytes per pixel: expected 1, 3 or 4")]
+    PixelBytes(u8),
+    /// The resizer refused a buffer (`stage`: resize source/target, low-res ...).
+    #[error("{stage}: {reason}")]
+    Resize { stage: &'static str, reason: String },
+    /// More records failed in a row than the loader substitutes.
+    #[error("{last} (and {substitutes} substitutes failed too)")]
+    Substitutes { last: Box<SampleError>, substitutes: u64 },
 }
 
 /// PIL's bicubic (Catmull-Rom, antialiased when shrinking); a 4th byte is

@@ -10,7 +10,7 @@ use srmae_pipeline::rng::{Purpose, SampleRng};
 use srmae_pipeline::sample::{SampleProcessor, StageNanos};
 use srmae_pipeline::Augment;
 
-fn loader_sample(data: &[u8]) -> Result<(), String> {
+fn loader_sample(data: &[u8]) -> Result<(), srmae_pipeline::SampleError> {
     let (head, rest) = data.split_at(ENTRY_LEN);
     let (knobs, stored) = (rest[0], &rest[1..]);
     let mut entry = IndexEntry::decode(head);
@@ -39,7 +39,7 @@ fn loader_sample(data: &[u8]) -> Result<(), String> {
 fn raw_record_shorter_than_its_geometry_is_an_error() {
     let data = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz_regressions/loader_sample-raw-short-payload")).unwrap();
     let err = loader_sample(&data).unwrap_err();
-    assert!(err.contains("needs 128 bytes"), "{err}");
+    assert!(matches!(err, srmae_pipeline::SampleError::ShortPixels { needed: 128, .. }), "{err}");
 }
 
 /// A raw record declaring 2 channels: the colour conversion indexed past
@@ -48,5 +48,5 @@ fn raw_record_shorter_than_its_geometry_is_an_error() {
 fn record_with_two_channels_is_an_error() {
     let data = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz_regressions/loader_sample-two-channels")).unwrap();
     let err = loader_sample(&data).unwrap_err();
-    assert!(err.contains("bad geometry"), "{err}");
+    assert!(matches!(err, srmae_pipeline::SampleError::Geometry(_)) && err.to_string().contains("bad geometry"), "{err}");
 }

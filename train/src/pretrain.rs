@@ -113,7 +113,7 @@ pub fn pretrain<M: Method>(job: PretrainJob) -> Result<Ended> {
     };
     let layout = match &transform {
         Some(t) => t.layout(),
-        None => loader.patch.build(recipe.data.size as usize, recipe.data.channels as usize).map_err(anyhow::Error::msg)?.map(|t| t.layout()).unwrap_or_default(),
+        None => loader.patch.build(recipe.data.size as usize, recipe.data.channels as usize)?.map(|t| t.layout()).unwrap_or_default(),
     };
     M::check_layout(&layout)?;
     if layout.num_patches() != enc.num_patches() || layout.patch != enc.patch {

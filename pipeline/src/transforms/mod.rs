@@ -92,6 +92,23 @@ pub trait PatchTransform: Send + Sync {
     }
 }
 
+/// Why a `PatchConfig` cannot be built for an image size.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum PatchConfigError {
+    #[error("image size {image_size} is not a multiple of patch {patch}")]
+    Grid { image_size: usize, patch: usize },
+    #[error("{what} {value} is not in [0, 1)")]
+    Ratio { what: &'static str, value: f64 },
+    #[error("clue_fraction {0} is not in [0, 1]")]
+    ClueFraction(f64),
+    #[error("factor {factor} does not divide patch {patch}")]
+    Factor { factor: usize, patch: usize },
+    #[error("mask patch {mask_patch} is not a multiple of model patch {model_patch}")]
+    MaskPatch { mask_patch: usize, model_patch: usize },
+    #[error("{masked} masked patches of {patches}")]
+    TooManyMasked { masked: usize, patches: usize },
+}
+
 /// Configuration of the patch transform (serialisable; built per image size).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
@@ -138,18 +155,18 @@ impl PatchConfig {
     }
 
     /// Builds the transform for `image_size`×`image_size` images of `channels`.
-    pub fn build(&self, image_size: usize, channels: usize) -> Result<Option<Box<dyn PatchTransform>>, String> {
-        let grid = |p: usize| -> Result<usize, String> {
+    pub fn build(&self, image_size: usize, channels: usize) -> Result<Option<Box<dyn PatchTransform>>, PatchConfigError> {
+        let grid = |p: usize| -> Result<usize, PatchConfigError> {
             if p == 0 || image_size % p != 0 {
-                return Err(format!("image size {image_size} is not a multiple of patch {p}"));
+                return Err(PatchConfigError::Grid { image_size, patch: p });
             }
             Ok(image_size / p)
         };
-        let ratio_ok = |r: f64, what: &str| {
+        let ratio_ok = |r: f64, what: &'static str| {
             if (0.0..1.0).contains(&r) {
                 Ok(())
             } else {
-                Err(format!("{what} {r} is not in [0, 1)"))
+                Err(PatchConfigError::Ratio { what, value: r })
             }
         };
         Ok(Some(match *self {
@@ -162,10 +179,10 @@ impl PatchConfig {
             } => {
                 ratio_ok(select_ratio, "select_ratio")?;
                 if !(0.0..=1.0).contains(&clue_fraction) {
-                    return Err(format!("clue_fraction {clue_fraction} is not in [0, 1]"));
+                    return Err(PatchConfigError::ClueFraction(clue_fraction));
                 }
                 if factor == 0 || patch % factor != 0 {
-                    return Err(format!("factor {factor} does not divide patch {patch}"));
+                    return Err(PatchConfigError::Factor { factor, patch });
                 }
                 Box::new(SrmaeClues::new(grid(patch)?, patch, channels, select_ratio, clue_fraction, factor, filter))
             }
@@ -180,7 +197,7 @@ impl PatchConfig {
             } => {
                 ratio_ok(mask_ratio, "mask_ratio")?;
                 if model_patch == 0 || mask_patch % model_patch != 0 {
-                    return Err(format!("mask patch {mask_patch} is not a multiple of model patch {model_patch}"));
+                    return Err(PatchConfigError::MaskPatch { mask_patch, model_patch });
                 }
                 grid(mask_patch)?;
                 Box::new(SimMimBlocks::new(image_size, mask_patch, model_patch, channels, mask_ratio))
@@ -193,7 +210,7 @@ impl PatchConfig {
             } => {
                 let g = grid(patch)?;
                 if num_masking_patches > g * g {
-                    return Err(format!("{num_masking_patches} masked patches of {}", g * g));
+                    return Err(PatchConfigError::TooManyMasked { masked: num_masking_patches, patches: g * g });
                 }
                 Box::new(BeitBlockwise::new(g, patch, channels, num_masking_patches, min_num_patches, min_aspect))
             }
