@@ -1,4 +1,4 @@
-"""Reference for `model/src/clue_upsample.rs`: PIL's bicubic upsampling of a
+"""Reference for `model/src/layers/clue_upsample.rs`: PIL's bicubic upsampling of a
 2x2 float image to 8x8 (the values pasted in `bicubic_matches_pil`).
 
     python model/reference/clue_upsample.py

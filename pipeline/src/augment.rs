@@ -27,22 +27,36 @@ pub struct Plan {
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum Augment {
+    /// `size` 0 (absent in a recipe): the recipe's `data.size` (`with_size`).
     RandomResizedCrop {
+        #[serde(default)]
         size: u32,
         scale: (f64, f64),
         ratio: (f64, f64),
         hflip: f64,
     },
     CenterCrop {
+        #[serde(default)]
         size: u32,
         crop_pct: f64,
     },
     Resize {
+        #[serde(default)]
         size: u32,
     },
 }
 
 impl Augment {
+    /// The same transform with `size` where none was given (0).
+    pub fn with_size(self, default: u32) -> Augment {
+        let pick = |s: u32| if s == 0 { default } else { s };
+        match self {
+            Augment::RandomResizedCrop { size, scale, ratio, hflip } => Augment::RandomResizedCrop { size: pick(size), scale, ratio, hflip },
+            Augment::CenterCrop { size, crop_pct } => Augment::CenterCrop { size: pick(size), crop_pct },
+            Augment::Resize { size } => Augment::Resize { size: pick(size) },
+        }
+    }
+
     /// MAE's pretraining augmentation at `size`.
     pub fn mae_pretrain(size: u32) -> Augment {
         Augment::RandomResizedCrop {

@@ -220,7 +220,8 @@ impl Recipe {
         for o in overrides {
             apply_override(&mut value, o).with_context(|| format!("--set {o}"))?;
         }
-        let recipe: Recipe = toml::Value::Table(value).try_into().with_context(|| format!("recipe {name_or_path}"))?;
+        let mut recipe: Recipe = toml::Value::Table(value).try_into().with_context(|| format!("recipe {name_or_path}"))?;
+        recipe.fill_sizes();
         recipe.check()?;
         Ok(recipe)
     }
@@ -231,6 +232,23 @@ impl Recipe {
 
     pub fn from_toml(text: &str) -> Result<Recipe> {
         toml::from_str(text).context("recipe stored in the checkpoint")
+    }
+
+    /// The image size and channels are stated once, in `[data]`: the
+    /// augmentations and the encoder take them where the recipe leaves them
+    /// out (the resolved recipe written to a run writes them everywhere).
+    fn fill_sizes(&mut self) {
+        let d = &mut self.data;
+        d.augment = d.augment.with_size(d.size);
+        d.eval_augment = d.eval_augment.with_size(d.size);
+        if let Some(e) = &mut self.model.encoder {
+            if e.img_size == 0 {
+                e.img_size = d.size as usize;
+            }
+            if e.in_chans == 0 {
+                e.in_chans = d.channels as usize;
+            }
+        }
     }
 
     fn check(&self) -> Result<()> {
@@ -333,6 +351,21 @@ mod tests {
         assert!(format!("{err:#}").contains("unknown field"), "{err:#}");
         let back = Recipe::from_toml(&r.to_toml()).unwrap();
         assert_eq!(back.to_toml(), r.to_toml());
+    }
+
+    #[test]
+    fn the_image_size_is_stated_once() {
+        let r = Recipe::load("fmnist-pretrain", &["data.size=14".into(), "model.mask.patch=2".into(), "model.encoder.patch=2".into()]).unwrap();
+        assert_eq!((r.data.augment.size(), r.data.eval_augment.size()), (14, 14));
+        let e = r.encoder().unwrap();
+        assert_eq!((e.img_size, e.in_chans), (14, 1));
+        // The resolved recipe states it everywhere, and reads back the same.
+        let text = r.to_toml();
+        assert!(text.contains("img_size = 14"), "{text}");
+        assert_eq!(Recipe::from_toml(&text).unwrap().to_toml(), text);
+        // A size given twice must agree.
+        let err = Recipe::load("fmnist-pretrain", &["model.encoder.img_size=32".into()]).unwrap_err();
+        assert!(format!("{err:#}").contains("differs from data.size"), "{err:#}");
     }
 
     #[test]

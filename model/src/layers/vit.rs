@@ -14,8 +14,12 @@ use crate::layers::norm::LayerNorm;
 /// Encoder size.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VitConfig {
+    /// Input side; 0 (absent in a recipe): the recipe's `data.size`.
+    #[serde(default)]
     pub img_size: usize,
     pub patch: usize,
+    /// Input channels; 0 (absent in a recipe): the recipe's `data.channels`.
+    #[serde(default)]
     pub in_chans: usize,
     pub dim: usize,
     pub depth: usize,
