@@ -147,7 +147,7 @@ fn every_trainable_variable_gets_a_gradient() {
     let cfg = tiny_cfg(CluePlacement::Encoder, HeadConfig::Linear).mae;
     let mae = Mae::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
     let x = batch(4, 2);
-    let hidden = x.mask.ne(0u8).unwrap().to_dtype(DType::F32).unwrap();
+    let hidden = x.mask.ne(srmae_pipeline::transforms::mask_value::VISIBLE).unwrap().to_dtype(DType::F32).unwrap();
     let out = mae.forward(&x.patches, &x.visible, &x.restore, &hidden, x.n_hidden + x.n_clue, true).unwrap();
     let grads = out.loss.backward().unwrap();
     for (name, var) in vm.data().lock().unwrap().iter() {
@@ -373,7 +373,7 @@ fn fused_ops_match_the_composed_path_on_whole_models() {
     let vm = VarMap::new();
     let mae = Mae::new(&tiny_cfg(CluePlacement::Encoder, HeadConfig::Linear).mae, VarBuilder::from_varmap(&vm, DType::F32, &dev)).unwrap();
     let x = batch(3, 12);
-    let hidden = x.mask.ne(0u8).unwrap().to_dtype(DType::F32).unwrap();
+    let hidden = x.mask.ne(srmae_pipeline::transforms::mask_value::VISIBLE).unwrap().to_dtype(DType::F32).unwrap();
     fused_matches_composed("MAE", &vm, || {
         crate::layers::vit::seed_stochastic_depth(6);
         mae.forward(&x.patches, &x.visible, &x.restore, &hidden, x.n_hidden + x.n_clue, true).unwrap().loss

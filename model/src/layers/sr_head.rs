@@ -45,13 +45,13 @@ pub struct SrHead {
     conv_out: Conv3x3,
     features: usize,
     clue_side: usize,
-    scale: usize,
+    factor: usize,
     channels: usize,
 }
 
 impl SrHead {
     pub fn new(dec_dim: usize, features: usize, res_blocks: usize, patch: usize, clue_side: usize, channels: usize, vb: VarBuilder) -> Result<SrHead> {
-        let scale = patch / clue_side;
+        let factor = patch / clue_side;
         let conv3 = |inp, out, vb| Conv3x3::new(inp, out, clue_side, clue_side, vb);
         Ok(SrHead {
             proj: linear_xavier(dec_dim, features * clue_side * clue_side, vb.pp("proj"))?,
@@ -59,10 +59,10 @@ impl SrHead {
             res: (0..res_blocks)
                 .map(|i| Ok((conv3(features, features, vb.pp(format!("res.{i}.conv1")))?, conv3(features, features, vb.pp(format!("res.{i}.conv2")))?)))
                 .collect::<Result<Vec<_>>>()?,
-            conv_out: conv3(features, channels * scale * scale, vb.pp("conv_out"))?,
+            conv_out: conv3(features, channels * factor * factor, vb.pp("conv_out"))?,
             features,
             clue_side,
-            scale,
+            factor,
             channels,
         })
     }
@@ -79,7 +79,7 @@ impl SrHead {
     /// - returns `[B, L, p*p*C]` in patchify order
     pub fn forward(&self, tokens: &Tensor, clues: &Tensor, has_clue: &Tensor) -> Result<Tensor> {
         let (b, l, _) = tokens.dims3()?;
-        let (n, r, c, s) = (b * l, self.clue_side, self.channels, self.scale);
+        let (n, r, c, s) = (b * l, self.clue_side, self.channels, self.factor);
         let p = r * s;
         // [n, r, r, F]: the projection's output is read as a F×r×r map (CHW)
         let f = self.proj.forward(tokens)?.reshape((n, self.features, r, r))?.permute((0, 2, 3, 1))?;
@@ -133,7 +133,7 @@ mod tests {
     /// channels-last one.
     fn forward_nchw(h: &SrHead, tokens: &Tensor, clues: &Tensor, has_clue: &Tensor) -> Tensor {
         let (b, l, _) = tokens.dims3().unwrap();
-        let (n, r, c, s) = (b * l, h.clue_side, h.channels, h.scale);
+        let (n, r, c, s) = (b * l, h.clue_side, h.channels, h.factor);
         let f = h.proj.forward(tokens).unwrap().reshape((n, h.features, r, r)).unwrap();
         let clue = clues.reshape((n, c, r, r)).unwrap();
         let flag = has_clue.reshape((n, 1, 1, 1)).unwrap().broadcast_as((n, 1, r, r)).unwrap().contiguous().unwrap();

@@ -42,12 +42,12 @@ impl BeitBlockwise {
                 let top = rng.int_in(0, (gh - h) as i64) as usize;
                 let left = rng.int_in(0, (gw - w) as i64) as usize;
                 let masked: usize =
-                    (top..top + h).map(|y| (left..left + w).filter(|&x| mask[y * gw + x] != 0).count()).sum();
+                    (top..top + h).map(|y| (left..left + w).filter(|&x| mask[y * gw + x] != mask_value::VISIBLE).count()).sum();
                 let fresh = h * w - masked;
                 if 0 < fresh && fresh <= max_mask {
                     for y in top..top + h {
                         for x in left..left + w {
-                            if mask[y * gw + x] == 0 {
+                            if mask[y * gw + x] == mask_value::VISIBLE {
                                 mask[y * gw + x] = mask_value::HIDDEN;
                                 delta += 1;
                             }
