@@ -138,6 +138,15 @@ fn pack_pretrain_resume_finetune_probe_eval_reconstruct_export() {
         assert!((0.0..=100.0).contains(&t1) && t5 >= t1);
     }
     assert!(ft.join("lowres.md").is_file());
+    // TensorBoard events beside metrics.jsonl (CRCs checked by the reader), wall time on every line.
+    let events: Vec<_> = std::fs::read_dir(ft.join("tensorboard")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(events.len(), 1, "{events:?}");
+    let scalars = srmae_train::tensorboard::read_events(&events[0]).unwrap();
+    for tag in ["train/loss", "train/lr", "train/grad_norm", "perf/images_per_s", "val/top1"] {
+        assert!(scalars.iter().any(|s| s.tag == tag && s.value.is_finite()), "{tag} missing from {scalars:?}");
+    }
+    let ft_metrics = std::fs::read_to_string(ft.join("metrics.jsonl")).unwrap();
+    assert!(ft_metrics.lines().all(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["wall_time"].as_f64().is_some_and(|t| t > 1.6e9)));
 
     // Linear probe; its folded checkpoint evaluates like the probe itself.
     let lp = t.join("lp");
@@ -166,6 +175,21 @@ fn pack_pretrain_resume_finetune_probe_eval_reconstruct_export() {
     let names: Vec<&String> = header.as_object().unwrap().keys().filter(|k| *k != "__metadata__").collect();
     assert!(names.iter().all(|k| !k.starts_with("decoder") && !k.starts_with("norm.") && !k.contains("sr_head")), "{names:?}");
     assert_eq!(header["__metadata__"]["global_pool"], "avg");
+
+    // Weights in: the exported timm file initialises a classifier; with the
+    // learning rate at zero, it evaluates as the checkpoint it came from.
+    let again = t.join("from-timm");
+    let mut a = vec!["finetune", "--init", p(&exported), "--out", p(&again), "--threads", "2"];
+    a.extend_from_slice(&data);
+    a.push(&val);
+    a.extend_from_slice(&TINY[..2]);
+    a.extend_from_slice(&["--set", "optim.epochs=1", "--set", "optim.batch_size=32", "--set", "optim.blr=0.0", "--set", "optim.weight_decay=0.0"]);
+    srmae(&a);
+    let top1 = |ckpt: &Path| {
+        let out = String::from_utf8_lossy(&srmae(&["eval", "--checkpoint", p(ckpt)]).stdout).to_string();
+        out.split("top-1").nth(1).unwrap_or_default().split('%').next().unwrap_or_default().trim().to_string()
+    };
+    assert_eq!(top1(&again.join("checkpoint.safetensors")), top1(&ft.join("checkpoint.safetensors")), "timm weights in != the checkpoint they were exported from");
 }
 
 /// SimMIM through the same commands: pretrain (interrupted and resumed, equal

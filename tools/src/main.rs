@@ -81,14 +81,21 @@ fn main() -> anyhow::Result<()> {
         // SAFETY: as above.
         unsafe { std::env::set_var("RUST_LIB_BACKTRACE", if wanted { "1" } else { "0" }) };
     }
-    tracing_subscriber::fmt()
+    // Colour and no timestamps on a terminal; plain text with UTC timestamps
+    // when the log goes to a file or a scheduler (SLURM, CI).
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .with_target(false)
-        .without_time()
-        .init();
+        .with_ansi(terminal);
+    if terminal {
+        logs.without_time().init();
+    } else {
+        logs.init();
+    }
     match Cli::parse().command {
         Command::Pack(a) => commands::pack::run(a),
         Command::Inspect(a) => commands::inspect::run(a),

@@ -11,6 +11,7 @@ use candle_nn::VarMap;
 use srmae_datasets::PackedDataset;
 use srmae_model::candle::{Device, Tensor};
 use srmae_model::layers::classifier::VitClassifier;
+use srmae_model::layers::vit::VitConfig;
 use srmae_pipeline::{Loader, LoaderConfig};
 
 use crate::device_stage::Normalizer;
@@ -27,10 +28,14 @@ pub fn eval_loader(recipe: &Recipe, batch: usize, low_res: Option<u32>) -> Loade
     }
 }
 
-/// Loads the encoder variables of a pretraining checkpoint (`model.<name>`)
-/// into `varmap`; the head (`head.*`, `fc_norm.*`) keeps its initialisation.
+/// Loads the encoder variables of a pretraining checkpoint (`model.<name>`),
+/// or of timm-named weights (`crate::timm`), into `varmap`; the head
+/// (`head.*`, `fc_norm.*`) keeps its initialisation when the file has none.
 /// Returns the names left at their initial values.
-pub fn load_encoder(path: &Path, varmap: &VarMap, dev: &Device) -> Result<Vec<String>> {
+pub fn load_encoder(path: &Path, varmap: &VarMap, enc: &VitConfig, dev: &Device) -> Result<Vec<String>> {
+    if crate::timm::is_timm_file(path)? {
+        return crate::timm::load_timm_encoder(path, varmap, enc, dev);
+    }
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let st = safetensors::SafeTensors::deserialize(&bytes).with_context(|| format!("{}: not a safetensors file", path.display()))?;
     let mut kept = Vec::new();

@@ -88,8 +88,12 @@ impl TrainTask for FinetuneTask {
     }
 }
 
-/// The encoder a checkpoint was trained with.
-pub fn checkpoint_encoder(path: &Path) -> Result<srmae_model::layers::vit::VitConfig> {
+/// The encoder a checkpoint was trained with (an srmae checkpoint, or
+/// timm-named weights; `hint` supplies what timm's shapes do not say).
+pub fn checkpoint_encoder(path: &Path, hint: Option<&srmae_model::layers::vit::VitConfig>) -> Result<srmae_model::layers::vit::VitConfig> {
+    if crate::timm::is_timm_file(path)? {
+        return crate::timm::timm_encoder(path, hint);
+    }
     let meta = srmae_model::training::checkpoint::load(path, &VarMap::new(), None, &Device::Cpu)?;
     let cfg = CheckpointConfig::parse(&meta.config, path)?;
     match cfg.encoder {
@@ -101,7 +105,7 @@ pub fn checkpoint_encoder(path: &Path) -> Result<srmae_model::layers::vit::VitCo
 /// The classifier's encoder config: the recipe's (which must then match the
 /// checkpoint's), else the checkpoint's; with the recipe's drop path.
 pub fn encoder_config(recipe: &Recipe, init: Option<&Path>) -> Result<srmae_model::layers::vit::VitConfig> {
-    let from_ckpt = init.map(checkpoint_encoder).transpose()?;
+    let from_ckpt = init.map(|p| checkpoint_encoder(p, recipe.model.encoder.as_ref())).transpose()?;
     let mut enc = match (&recipe.model.encoder, from_ckpt) {
         (Some(e), Some(c)) => {
             let same = srmae_model::layers::vit::VitConfig { drop_path: 0.0, ..e.clone() } == srmae_model::layers::vit::VitConfig { drop_path: 0.0, ..c.clone() };
@@ -139,7 +143,7 @@ pub fn finetune(job: FinetuneJob) -> Result<Ended> {
     srmae_model::layers::init::seeded_init(&varmap, recipe.run.seed)?;
     srmae_model::layers::init::normal_init(&varmap, "head.weight", srmae_model::layers::classifier::FINETUNE_HEAD_STD, recipe.run.seed)?;
     if let (Some(init), false) = (&init, resume) {
-        let fresh = load_encoder(init, &varmap, &dev)?;
+        let fresh = load_encoder(init, &varmap, &enc, &dev)?;
         tracing::info!("encoder from {}; newly initialised: {}", init.display(), fresh.join(", "));
     }
     let loader = train_loader(&recipe, &dist, enc.patch);

@@ -21,4 +21,6 @@ pub mod recipe;
 pub mod reconstruct;
 pub mod run_dir;
 pub mod sr_quality;
+pub mod tensorboard;
+pub mod timm;
 pub mod trainer;

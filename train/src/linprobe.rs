@@ -77,7 +77,7 @@ pub fn linprobe(job: LinprobeJob) -> Result<ProbeResult> {
     let mut run = RunDir::open(&out, &recipe, false)?;
     let vm = VarMap::new();
     let model = VitClassifier::new(&enc, classes, Pool::Cls, VarBuilder::from_varmap(&vm, DType::F32, &dev))?;
-    load_encoder(&init, &vm, &dev)?;
+    load_encoder(&init, &vm, &enc, &dev)?;
     let norm = Normalizer::new(&recipe.data.mean, &recipe.data.std, &dev)?;
     let batch = 256;
     let train_cfg = LoaderConfig { augment: recipe.data.augment, seed: recipe.run.seed, ..eval_loader(&recipe, batch, recipe.data.low_res) };

@@ -11,6 +11,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::recipe::Recipe;
+use crate::tensorboard::{wall_time, EventWriter};
 
 /// What a checkpoint's `config` metadata holds.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -43,7 +44,20 @@ pub struct RunDir {
     pub dir: PathBuf,
     /// None for a data-parallel rank other than 0, which writes nothing.
     metrics: Option<File>,
+    /// TensorBoard events of the same lines (`DIR/tensorboard/`).
+    events: Option<EventWriter>,
+    /// The step of the latest step line (epoch summaries are drawn there).
+    last_step: u64,
 }
+
+/// metrics.jsonl keys of step lines drawn in TensorBoard, and their tags.
+const STEP_SCALARS: [(&str, &str); 5] = [
+    ("loss", "train/loss"),
+    ("lr", "train/lr"),
+    ("grad_norm", "train/grad_norm"),
+    ("images_per_s", "perf/images_per_s"),
+    ("data_wait_pct", "perf/data_wait_pct"),
+];
 
 impl RunDir {
     /// Whether a run asked to `--resume` continues from a checkpoint. A run
@@ -90,25 +104,50 @@ impl RunDir {
             .truncate(!resume)
             .open(dir.join("metrics.jsonl"))
             .with_context(|| format!("opening {}/metrics.jsonl", dir.display()))?;
-        Ok(RunDir { dir: dir.to_path_buf(), metrics: Some(metrics) })
+        let events = EventWriter::create(&dir.join("tensorboard"))?;
+        Ok(RunDir { dir: dir.to_path_buf(), metrics: Some(metrics), events: Some(events), last_step: 0 })
     }
 
     /// The run directory as seen by data-parallel ranks other than 0: they
     /// read its checkpoint on `--resume` and write nothing (rank 0 logs and
     /// checkpoints for all).
     pub fn follower(dir: &Path) -> RunDir {
-        RunDir { dir: dir.to_path_buf(), metrics: None }
+        RunDir { dir: dir.to_path_buf(), metrics: None, events: None, last_step: 0 }
     }
 
     pub fn checkpoint(&self) -> PathBuf {
         self.dir.join("checkpoint.safetensors")
     }
 
-    /// Appends one line to `metrics.jsonl`.
-    pub fn log(&mut self, v: serde_json::Value) -> Result<()> {
+    /// Appends one line to `metrics.jsonl` (with its `wall_time`, seconds
+    /// since the Unix epoch, as MAE's log), and its scalars to TensorBoard.
+    pub fn log(&mut self, mut v: serde_json::Value) -> Result<()> {
         let Some(m) = self.metrics.as_mut() else { return Ok(()) };
+        let now = wall_time();
+        if let Some(obj) = v.as_object_mut() {
+            obj.entry("wall_time").or_insert(serde_json::json!(now));
+        }
         writeln!(m, "{v}").context("writing metrics.jsonl")?;
-        m.flush().context("writing metrics.jsonl")
+        m.flush().context("writing metrics.jsonl")?;
+        let num = |k: &str| v.get(k).and_then(|x| x.as_f64());
+        let mut scalars: Vec<(&str, f64)> = Vec::new();
+        if let Some(step) = v.get("step").and_then(|s| s.as_u64()) {
+            self.last_step = step;
+            scalars.extend(STEP_SCALARS.iter().filter_map(|(k, tag)| num(k).map(|x| (*tag, x))));
+        }
+        if let Some(x) = num("train_loss") {
+            scalars.push(("epoch/train_loss", x));
+        }
+        for (key, metric, tag) in [("eval", "top1", "val/top1"), ("eval", "top5", "val/top5"), ("final_eval", "top1", "val/final_top1")] {
+            if let Some(x) = v.get(key).and_then(|e| e.get(metric)).and_then(|x| x.as_f64()) {
+                scalars.push((tag, x));
+            }
+        }
+        if let Some(events) = self.events.as_mut() {
+            events.scalars(self.last_step, now, &scalars)?;
+            events.flush()?;
+        }
+        Ok(())
     }
 }
 
