@@ -244,3 +244,42 @@ fn simmim_pretrain_resume_reconstruct_finetune_eval() {
     let out = srmae(&["eval", "--checkpoint", p(&ft.join("checkpoint.safetensors")), "--test-res", "28,14"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("14 px"));
 }
+
+/// Checkpoint history (keep-last-K), `best` by validation top-1, and
+/// `--resume-from` an older checkpoint, which recomputes the same final run.
+#[test]
+fn checkpoint_history_best_and_resume_from() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let (train, test) = (t.join("train"), t.join("test"));
+    let fm = fashion_mnist();
+    srmae(&["pack", p(&fm), p(&train), "--split", "train", "--limit", "128"]);
+    srmae(&["pack", p(&fm), p(&test), "--split", "test", "--limit", "64"]);
+    let val = format!("data.val={:?}", p(&test));
+    let ft = t.join("ft");
+    let mut a = vec!["finetune", "--scratch", "--out", p(&ft), "--threads", "2", "--data", p(&train), "--set", &val];
+    a.extend_from_slice(&TINY[..2]);
+    a.extend_from_slice(&["--set", "optim.epochs=3", "--set", "optim.batch_size=32", "--set", "run.keep_checkpoints=2"]);
+    srmae(&a);
+    let exists = |f: &str| ft.join(f).is_file();
+    assert!(!exists("checkpoint-1.safetensors") && exists("checkpoint-2.safetensors") && exists("checkpoint-3.safetensors"));
+    let best: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(ft.join("best.json")).unwrap()).unwrap();
+    let tops: Vec<f64> = std::fs::read_to_string(ft.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?.get("eval")?.get("top1")?.as_f64())
+        .collect();
+    assert_eq!(tops.len(), 3);
+    assert_eq!(best["top1"].as_f64().unwrap(), tops.iter().cloned().fold(f64::MIN, f64::max));
+    assert!(exists("best.safetensors"));
+    let (_, final_weights) = safetensors_parts(&ft.join("checkpoint.safetensors"));
+    // Continue from epoch 2: the third epoch is recomputed, to the same weights.
+    let mut b = a.clone();
+    b[1] = "--resume-from";
+    b.insert(2, "");
+    let from = ft.join("checkpoint-2.safetensors");
+    b[2] = p(&from);
+    srmae(&b);
+    let (_, again) = safetensors_parts(&ft.join("checkpoint.safetensors"));
+    assert!(again == final_weights, "resuming from checkpoint-2 did not reproduce the run");
+}

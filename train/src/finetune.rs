@@ -50,11 +50,14 @@ pub struct FinetuneJob {
     pub device: Device,
     pub dist: DistEnv,
     pub stop_after: Option<u64>,
+    /// Resume from this checkpoint of the run directory (`checkpoint-N`,
+    /// `best`) instead of the latest; implies `resume`.
+    pub resume_from: Option<PathBuf>,
 }
 
 impl FinetuneJob {
     pub fn new(recipe: Recipe, out: impl Into<PathBuf>, init: Init) -> FinetuneJob {
-        FinetuneJob { recipe, out: out.into(), init: Some(init), resume: false, device: Device::Cpu, dist: DistEnv::single(), stop_after: None }
+        FinetuneJob { recipe, out: out.into(), init: Some(init), resume: false, device: Device::Cpu, dist: DistEnv::single(), stop_after: None, resume_from: None }
     }
 
     pub fn run(self) -> Result<Ended> {
@@ -124,8 +127,8 @@ pub fn encoder_config(recipe: &Recipe, init: Option<&Path>) -> Result<srmae_mode
 
 /// Fine-tunes (or resumes fine-tuning).
 pub fn finetune(job: FinetuneJob) -> Result<Ended> {
-    let FinetuneJob { recipe, out, init, resume: asked_resume, device: dev, dist, stop_after } = job;
-    let resume = RunDir::resumes(&out, &recipe, asked_resume)?;
+    let FinetuneJob { recipe, out, init, resume: asked_resume, device: dev, dist, stop_after, resume_from } = job;
+    let resume = resume_from.is_some() || RunDir::resumes(&out, &recipe, asked_resume)?;
     if init.is_none() && !resume {
         bail!("--resume: {} has no checkpoint yet, and there is no --init CHECKPOINT or --scratch to start it from", out.display());
     }
@@ -175,7 +178,8 @@ pub fn finetune(job: FinetuneJob) -> Result<Ended> {
         loader,
         transform: None,
         config_json: serde_json::to_string(&config)?,
-        stop_after: stop_after,
+        stop_after,
+        resume_from,
         what: "finetune",
         sync,
         dist: dist.clone(),

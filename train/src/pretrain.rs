@@ -31,6 +31,9 @@ pub struct PretrainJob {
     pub dist: DistEnv,
     /// Stop (checkpoint written) after this many optimiser steps in total.
     pub stop_after: Option<u64>,
+    /// Resume from this checkpoint of the run directory (`checkpoint-N`,
+    /// `best`) instead of the latest; implies `resume`.
+    pub resume_from: Option<PathBuf>,
     /// A patch transform in place of the recipe's `model.mask` (for a
     /// masking strategy that is not a `PatchConfig`); it must give the
     /// method what it needs (`Method::check_layout`). Resume checks it by
@@ -50,6 +53,7 @@ impl PretrainJob {
             device: Device::Cpu,
             dist: DistEnv::single(),
             stop_after: None,
+            resume_from: None,
             transform: None,
             reconstructions: 8,
         }
@@ -97,11 +101,11 @@ impl<M: Method> TrainTask for PretrainTask<'_, M> {
 
 /// Pretrains method `M`.
 pub fn pretrain<M: Method>(job: PretrainJob) -> Result<Ended> {
-    let PretrainJob { mut recipe, out, resume, device: dev, dist, stop_after, transform, reconstructions } = job;
+    let PretrainJob { mut recipe, out, resume, device: dev, dist, stop_after, resume_from, transform, reconstructions } = job;
     // The resolved mask is written into the run's recipe: recipe.toml says what ran.
     recipe.model.mask = Some(if transform.is_some() { PatchConfig::None } else { M::mask(&recipe)? });
     let ds = Arc::new(PackedDataset::open(&recipe.data.train).with_context(|| format!("opening {}", recipe.data.train.display()))?);
-    let resume = RunDir::resumes(&out, &recipe, resume)?;
+    let resume = resume_from.is_some() || RunDir::resumes(&out, &recipe, resume)?;
     let mut run = if dist.is_main() { RunDir::open(&out, &recipe, resume)? } else { RunDir::follower(&out) };
     let varmap = VarMap::new();
     let model = M::build(&recipe, VarBuilder::from_varmap(&varmap, DType::F32, &dev))?;
@@ -141,6 +145,7 @@ pub fn pretrain<M: Method>(job: PretrainJob) -> Result<Ended> {
         transform,
         config_json: serde_json::to_string(&config)?,
         stop_after,
+        resume_from,
         what: "pretrain",
         sync,
         dist: dist.clone(),

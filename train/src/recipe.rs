@@ -170,6 +170,11 @@ pub struct RunRecipe {
     pub save_every: u64,
     /// Evaluate on `data.val` every this many epochs (fine-tuning).
     pub eval_every: u64,
+    /// Also keep `checkpoint-{epoch}.safetensors` of the last this many saves
+    /// (0: only the latest `checkpoint.safetensors`). Fine-tuning with a
+    /// validation set also keeps `best.safetensors` (highest top-1).
+    #[serde(default)]
+    pub keep_checkpoints: usize,
     /// A `metrics.jsonl` line every this many optimiser steps.
     pub log_every: u64,
     /// Matmul precision of the training step: "f32", or "bf16" / "f16"
@@ -202,7 +207,7 @@ impl Precision {
 
 impl Default for RunRecipe {
     fn default() -> RunRecipe {
-        RunRecipe { seed: 0, save_every: 1, eval_every: 1, log_every: 20, precision: Precision::F32 }
+        RunRecipe { seed: 0, save_every: 1, eval_every: 1, keep_checkpoints: 0, log_every: 20, precision: Precision::F32 }
     }
 }
 

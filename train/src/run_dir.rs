@@ -119,6 +119,39 @@ impl RunDir {
         self.dir.join("checkpoint.safetensors")
     }
 
+    /// The checkpoint kept after `epoch` (`run.keep_checkpoints`).
+    pub fn epoch_checkpoint(&self, epoch: u64) -> PathBuf {
+        self.dir.join(format!("checkpoint-{epoch}.safetensors"))
+    }
+
+    /// The fine-tuning checkpoint with the highest validation top-1, and its record.
+    pub fn best(&self) -> (PathBuf, PathBuf) {
+        (self.dir.join("best.safetensors"), self.dir.join("best.json"))
+    }
+
+    /// Keeps a copy of the latest checkpoint as `checkpoint-{epoch}` and
+    /// removes the copies beyond the `keep` newest.
+    pub fn keep_history(&self, epoch: u64, keep: usize) -> Result<()> {
+        if keep == 0 {
+            return Ok(());
+        }
+        let kept = self.epoch_checkpoint(epoch);
+        let _ = std::fs::remove_file(&kept);
+        // A hard link costs no space; a copy where links are not possible.
+        if std::fs::hard_link(self.checkpoint(), &kept).is_err() {
+            std::fs::copy(self.checkpoint(), &kept).with_context(|| format!("writing {}", kept.display()))?;
+        }
+        let mut epochs: Vec<u64> = std::fs::read_dir(&self.dir)
+            .with_context(|| format!("listing {}", self.dir.display()))?
+            .filter_map(|e| e.ok()?.file_name().to_str()?.strip_prefix("checkpoint-")?.strip_suffix(".safetensors")?.parse().ok())
+            .collect();
+        epochs.sort_unstable();
+        for old in epochs.iter().rev().skip(keep) {
+            std::fs::remove_file(self.epoch_checkpoint(*old)).with_context(|| format!("removing {}", self.epoch_checkpoint(*old).display()))?;
+        }
+        Ok(())
+    }
+
     /// Appends one line to `metrics.jsonl` (with its `wall_time`, seconds
     /// since the Unix epoch, as MAE's log), and its scalars to TensorBoard.
     pub fn log(&mut self, mut v: serde_json::Value) -> Result<()> {

@@ -14,6 +14,7 @@
 //! the logged `data_wait_pct`. Mixed precision (`run.precision = "bf16"`)
 //! is an autocast scope around forward and backward on the step thread.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -86,6 +87,9 @@ pub struct Trainer<'a> {
     pub config_json: String,
     /// Stop (as on Ctrl-C: checkpoint, exit) after this many steps in total.
     pub stop_after: Option<u64>,
+    /// `--resume-from`: the checkpoint to continue from (default: the run
+    /// directory's latest).
+    pub resume_from: Option<PathBuf>,
     /// The name on the progress bar.
     pub what: &'static str,
     /// This process's rank (rank 0 logs, evaluates and checkpoints).
@@ -118,7 +122,7 @@ fn position(step: u64, per_epoch: u64, accum: u64, fingerprint: u64) -> LoaderSt
 impl<'a> Trainer<'a> {
     /// Loads the checkpoint of the run directory (for `--resume`).
     pub fn resume(&mut self) -> Result<u64> {
-        let path = self.run.checkpoint();
+        let path = self.resume_from.clone().unwrap_or_else(|| self.run.checkpoint());
         let meta = checkpoint::load(&path, self.varmap, Some(&mut self.opt), &self.dev)?;
         let state: LoaderState = serde_json::from_str(&meta.loader_state).with_context(|| format!("{}: loader state", path.display()))?;
         if state.fingerprint != self.shared_fingerprint() {
@@ -135,6 +139,10 @@ impl<'a> Trainer<'a> {
     }
 
     fn save(&self, step: u64, state: LoaderState) -> Result<()> {
+        self.save_to(&self.run.checkpoint(), step, state)
+    }
+
+    fn save_to(&self, path: &std::path::Path, step: u64, state: LoaderState) -> Result<()> {
         if !self.dist.is_main() {
             return Ok(());
         }
@@ -144,7 +152,21 @@ impl<'a> Trainer<'a> {
             config: self.config_json.clone(),
             loader_state: serde_json::to_string(&state)?,
         };
-        checkpoint::save(&self.run.checkpoint(), self.varmap, Some(&self.opt), &meta)?;
+        checkpoint::save(path, self.varmap, Some(&self.opt), &meta)?;
+        Ok(())
+    }
+
+    /// After an evaluation: `best.safetensors` when top-1 beats the best so far.
+    fn keep_best(&self, eval: &serde_json::Value, epoch: u64, step: u64, state: LoaderState) -> Result<()> {
+        let Some(top1) = eval.get("top1").and_then(|v| v.as_f64()) else { return Ok(()) };
+        let (ckpt, record) = self.run.best();
+        let best = std::fs::read_to_string(&record).ok().and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+        if best.and_then(|b| b["top1"].as_f64()).is_some_and(|b| b >= top1) {
+            return Ok(());
+        }
+        self.save_to(&ckpt, step, state)?;
+        let line = serde_json::json!({"top1": top1, "epoch": epoch, "step": step});
+        std::fs::write(&record, line.to_string()).with_context(|| format!("writing {}", record.display()))?;
         Ok(())
     }
 
@@ -264,15 +286,20 @@ impl<'a> Trainer<'a> {
             }
             let done = epoch + 1;
             let mut line = serde_json::json!({"epoch_end": done, "train_loss": epoch_loss.0 / epoch_loss.1.max(1) as f64});
+            let pos = position(step, per_epoch, accum, fp);
             if self.dist.is_main() && (done % self.recipe.run.eval_every == 0 || done == o.epochs) {
                 if let Some(eval) = task.evaluate(done)? {
+                    self.keep_best(&eval, done, step, pos)?;
                     line["eval"] = eval;
                 }
             }
             tracing::info!("epoch {done}/{}: {line}", o.epochs);
             self.run.log(line)?;
             if done % self.recipe.run.save_every == 0 || done == o.epochs {
-                self.save(step, position(step, per_epoch, accum, fp))?;
+                self.save(step, pos)?;
+                if self.dist.is_main() {
+                    self.run.keep_history(done, self.recipe.run.keep_checkpoints)?;
+                }
             }
         }
         bar.finish_and_clear();

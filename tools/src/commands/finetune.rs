@@ -36,12 +36,12 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
     let init = match (&a.init, a.scratch) {
         (Some(p), _) => Some(Init::Checkpoint(p.clone())),
         (None, true) => Some(Init::Scratch),
-        (None, false) if a.resume.resume => None,
+        (None, false) if a.resume.resume || a.resume.resume_from.is_some() => None,
         (None, false) => bail!("pass --init CHECKPOINT (a pretraining run's checkpoint.safetensors), or --scratch for random initialisation"),
     };
     let dist = DistEnv::from_env()?;
     let device = srmae_train::device::parse_device_for_rank(&a.run.device, &dist)?;
-    let job = FinetuneJob { recipe, out: a.run.out.clone(), init, resume: a.resume.resume, device, dist: dist.clone(), stop_after: a.resume.stop_after };
+    let job = FinetuneJob { recipe, out: a.run.out.clone(), init, resume: a.resume.resume, device, dist: dist.clone(), stop_after: a.resume.stop_after, resume_from: a.resume.resume_from.clone() };
     install_interrupt_handler();
     let ended = job.run()?;
     if dist.is_main() {

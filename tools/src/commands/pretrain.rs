@@ -38,7 +38,7 @@ pub fn run(a: PretrainArgs) -> Result<()> {
     let recipe = a.run.recipe("fmnist-pretrain", &method)?;
     let dist = DistEnv::from_env()?;
     let device = srmae_train::device::parse_device_for_rank(&a.run.device, &dist)?;
-    let job = PretrainJob { resume: a.resume.resume, device, dist: dist.clone(), stop_after: a.resume.stop_after, ..PretrainJob::new(recipe, &a.run.out) };
+    let job = PretrainJob { resume: a.resume.resume, device, dist: dist.clone(), stop_after: a.resume.stop_after, resume_from: a.resume.resume_from.clone(), ..PretrainJob::new(recipe, &a.run.out) };
     install_interrupt_handler();
     let ended = job.run()?;
     if !dist.is_main() {

@@ -43,6 +43,10 @@ pub struct ResumeArgs {
     /// Stop after this many optimiser steps in total, as on Ctrl-C (checkpoint written).
     #[arg(long, value_name = "STEPS")]
     pub stop_after: Option<u64>,
+    /// Resume from this checkpoint of the run (checkpoint-N.safetensors,
+    /// best.safetensors) instead of the latest; implies --resume.
+    #[arg(long, value_name = "FILE")]
+    pub resume_from: Option<PathBuf>,
 }
 
 impl RunArgs {
