@@ -60,9 +60,14 @@ fn main() -> anyhow::Result<()> {
     // candle asks for the thread count on every op and, unless this is set,
     // reads /proc/cpuinfo each time.
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
-        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // Each process of a data-parallel job takes its share of the cores
+        // (cores / processes on this machine); RAYON_NUM_THREADS overrides.
+        let budget = srmae_model::training::dist::DistEnv::from_env().map_or_else(
+            |_| std::thread::available_parallelism().map_or(1, |n| n.get()),
+            |d| d.thread_budget(),
+        );
         // SAFETY: single-threaded here, before any thread is started.
-        unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
+        unsafe { std::env::set_var("RAYON_NUM_THREADS", budget.to_string()) };
     }
     // candle's elementwise thread pool spins 25,000 times before parking a
     // worker between ops, taking cores from the matmul (rayon) and loader

@@ -26,11 +26,12 @@ pub fn parse_device(name: &str) -> Result<Device> {
     Ok(dev)
 }
 
-/// The device of one data-parallel rank: plain `cuda` means GPU `rank`
-/// (one process per GPU on one machine); anything else is taken as given.
+/// The device of one data-parallel rank: plain `cuda` means GPU
+/// `local_rank` (one process per GPU of each machine); anything else is
+/// taken as given.
 pub fn parse_device_for_rank(name: &str, dist: &srmae_model::training::dist::DistEnv) -> Result<Device> {
     if dist.world_size > 1 && name.trim().eq_ignore_ascii_case("cuda") {
-        return parse_device(&format!("cuda:{}", dist.rank));
+        return parse_device(&format!("cuda:{}", dist.local_rank));
     }
     parse_device(name)
 }

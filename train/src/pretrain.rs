@@ -181,17 +181,19 @@ pub fn pretrain<M: Method>(job: PretrainJob) -> Result<Ended> {
 }
 
 /// The training loader of a recipe for this rank: its augmentation, seed,
-/// threads, corrupt-record policy and very-low-resolution setting, no patch
-/// outputs (pretraining sets its mask).
+/// threads (`data.threads`, or this rank's share of the machine's cores),
+/// corrupt-record policy and very-low-resolution setting, no patch outputs
+/// (pretraining sets its mask).
 pub fn train_loader(recipe: &Recipe, dist: &DistEnv, patch: usize) -> LoaderConfig {
     LoaderConfig {
-        threads: recipe.data.threads,
+        threads: if recipe.data.threads == 0 { dist.thread_budget() } else { recipe.data.threads },
         seed: recipe.run.seed,
         channels: recipe.data.channels,
         augment: recipe.data.augment,
         patch: PatchConfig::None,
         low_res: recipe.data.low_res,
         on_corrupt: recipe.data.on_corrupt,
+        shuffle: recipe.data.shuffle,
         rank: dist.rank as u64,
         world: dist.world_size as u64,
         ..LoaderConfig::pretrain(recipe.data.size, patch, recipe.optim.batch_size)

@@ -13,7 +13,7 @@ use srmae_model::methods::mae::MaeConfig;
 use srmae_model::layers::sr_head::HeadConfig;
 use srmae_model::methods::srmae::{ClueEmbed, CluePlacement};
 use srmae_model::layers::vit::VitConfig;
-use srmae_pipeline::{Augment, CorruptPolicy, PatchConfig};
+use srmae_pipeline::{Augment, CorruptPolicy, PatchConfig, Shuffle};
 
 /// The presets shipped with srmae (`--recipe NAME`).
 pub const PRESETS: [(&str, &str); 11] = [
@@ -59,9 +59,18 @@ pub struct DataRecipe {
     pub augment: Augment,
     /// Evaluation transform.
     pub eval_augment: Augment,
-    /// Loader threads (0 = all cores).
+    /// Loader threads (0 = all cores, or this process's share of them in a
+    /// data-parallel job).
     #[serde(default)]
     pub threads: usize,
+    /// Training sample order: `{ kind = "full" }` (a permutation of the
+    /// whole dataset per epoch, the default), `{ kind = "block", records = N }`
+    /// (blocks of N consecutive records visited in random order, records
+    /// shuffled within each block: reads stay within a block at a time, for
+    /// data larger than the page cache), or
+    /// `{ kind = "sequential" }`.
+    #[serde(default = "default_shuffle")]
+    pub shuffle: Shuffle,
     /// Train (and evaluate) on images degraded to this side and upsampled
     /// back: the very-low-resolution setting.
     #[serde(default)]
@@ -115,6 +124,9 @@ pub struct ModelRecipe {
     pub drop_path: f64,
 }
 
+fn default_shuffle() -> Shuffle {
+    Shuffle::Full
+}
 fn default_on_corrupt() -> CorruptPolicy {
     CorruptPolicy::Skip
 }

@@ -9,54 +9,114 @@
 //! NCCL needs the `nccl` feature; with world size 1 (`GradSync::Local`)
 //! nothing is exchanged and no feature is needed.
 //!
-//! Ranks find each other through a file: rank 0 creates NCCL's unique id and
-//! writes it (temporary file + rename); the others wait for it. `srmae
-//! launch` starts the processes and sets `SRMAE_RANK`, `SRMAE_WORLD_SIZE`
-//! and `SRMAE_DIST_ID_FILE` (a fresh path per launch).
+//! Ranks find each other through `rendezvous`: rank 0 creates NCCL's unique
+//! id and serves it over TCP (torchrun, SLURM, multi-node `srmae launch`) or
+//! writes it to a file (`srmae launch` on one machine); `DistEnv::from_env`
+//! reads whichever launcher started the process.
 
 use std::path::PathBuf;
 
 use candle_core::backprop::GradStore;
 use candle_core::{Device, Result, Tensor, Var};
 
+/// How the ranks exchange NCCL's id (`rendezvous`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Rendezvous {
+    /// One process: nothing to exchange.
+    None,
+    /// Rank 0 writes the id to this file (`srmae launch` on one machine).
+    File(PathBuf),
+    /// Rank 0 serves the id at `host:port` (torchrun, SLURM, multi-node launch).
+    Tcp(String),
+}
+
 /// This process's place in a data-parallel job.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DistEnv {
     pub rank: usize,
     pub world_size: usize,
-    /// Where rank 0 publishes the NCCL id (required when world_size > 1).
-    pub id_file: Option<PathBuf>,
+    /// The rank among the processes of this machine (its GPU for `--device cuda`).
+    pub local_rank: usize,
+    /// Processes on this machine (they share its cores: `thread_budget`).
+    pub local_world_size: usize,
+    pub rendezvous: Rendezvous,
 }
+
+/// The port rank 0 listens on when `MASTER_PORT` is not set (torchrun's default).
+pub const DEFAULT_MASTER_PORT: u16 = 29500;
 
 impl DistEnv {
     /// A single process.
     pub fn single() -> DistEnv {
-        DistEnv { rank: 0, world_size: 1, id_file: None }
+        DistEnv { rank: 0, world_size: 1, local_rank: 0, local_world_size: 1, rendezvous: Rendezvous::None }
     }
 
-    /// Reads `SRMAE_RANK`, `SRMAE_WORLD_SIZE`, `SRMAE_DIST_ID_FILE` (absent:
-    /// a single process).
+    /// The job this process belongs to, from the environment of the first
+    /// launcher that set one (absent: a single process):
+    /// - `srmae launch`: `SRMAE_RANK`, `SRMAE_WORLD_SIZE`, `SRMAE_LOCAL_RANK`,
+    ///   `SRMAE_LOCAL_WORLD_SIZE`, and `SRMAE_DIST_ID_FILE` or
+    ///   `SRMAE_MASTER_ADDR` / `SRMAE_MASTER_PORT`;
+    /// - torchrun: `RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `LOCAL_WORLD_SIZE`,
+    ///   `MASTER_ADDR`, `MASTER_PORT`;
+    /// - SLURM (`srun`): `SLURM_PROCID`, `SLURM_NTASKS`, `SLURM_LOCALID`,
+    ///   `SLURM_NTASKS_PER_NODE`, with `MASTER_ADDR` (and `MASTER_PORT`)
+    ///   exported by the batch script.
     pub fn from_env() -> Result<DistEnv> {
+        DistEnv::from_vars(|k| std::env::var(k).ok())
+    }
+
+    /// `from_env` over any variable lookup (tests).
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<DistEnv> {
         let num = |key: &str| -> Result<Option<usize>> {
-            match std::env::var(key) {
-                Ok(v) => v.trim().parse::<usize>().map(Some).map_err(|_| candle_core::Error::msg(format!("{key}={v:?} is not a number"))),
-                Err(_) => Ok(None),
+            match var(key) {
+                // SLURM writes counts per node as "4(x2)" when they repeat.
+                Some(v) => v.trim().split('(').next().unwrap_or("").parse::<usize>().map(Some).map_err(|_| candle_core::Error::msg(format!("{key}={v:?} is not a number"))),
+                None => Ok(None),
             }
         };
-        let world_size = num("SRMAE_WORLD_SIZE")?.unwrap_or(1);
-        let rank = num("SRMAE_RANK")?.unwrap_or(0);
+        // (rank, world, local rank, local world, master address, master port) variable names.
+        let launchers: [(&str, [&str; 6]); 3] = [
+            ("srmae launch", ["SRMAE_RANK", "SRMAE_WORLD_SIZE", "SRMAE_LOCAL_RANK", "SRMAE_LOCAL_WORLD_SIZE", "SRMAE_MASTER_ADDR", "SRMAE_MASTER_PORT"]),
+            ("torchrun", ["RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"]),
+            ("SLURM", ["SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_NTASKS_PER_NODE", "MASTER_ADDR", "MASTER_PORT"]),
+        ];
+        let Some((who, keys)) = launchers.iter().find(|(_, k)| var(k[1]).is_some()) else { return Ok(DistEnv::single()) };
+        let world_size = num(keys[1])?.unwrap_or(1);
+        let rank = num(keys[0])?.unwrap_or(0);
         if world_size == 0 || rank >= world_size {
-            return Err(candle_core::Error::msg(format!("SRMAE_RANK={rank} is not below SRMAE_WORLD_SIZE={world_size}")));
+            return Err(candle_core::Error::msg(format!("{who}: {}={rank} is not below {}={world_size}", keys[0], keys[1])));
         }
-        let id_file = std::env::var_os("SRMAE_DIST_ID_FILE").map(PathBuf::from);
-        if world_size > 1 && id_file.is_none() {
-            return Err(candle_core::Error::msg("SRMAE_WORLD_SIZE > 1 needs SRMAE_DIST_ID_FILE (start the job with `srmae launch`)"));
+        let local_rank = num(keys[2])?.unwrap_or(rank);
+        let local_world_size = num(keys[3])?.unwrap_or(world_size).max(1);
+        if world_size == 1 {
+            return Ok(DistEnv { rank, world_size, local_rank: 0, local_world_size: 1, rendezvous: Rendezvous::None });
         }
-        Ok(DistEnv { rank, world_size, id_file })
+        let rendezvous = match (var(keys[4]), var("SRMAE_DIST_ID_FILE")) {
+            (Some(addr), _) => {
+                let port = num(keys[5])?.unwrap_or(DEFAULT_MASTER_PORT as usize);
+                Rendezvous::Tcp(format!("{}:{port}", addr.trim()))
+            }
+            (None, Some(f)) if *who == "srmae launch" => Rendezvous::File(PathBuf::from(f)),
+            _ => {
+                return Err(candle_core::Error::msg(format!(
+                    "{who}: world size {world_size} needs {} (the host of rank 0) to exchange NCCL's id",
+                    keys[4]
+                )))
+            }
+        };
+        Ok(DistEnv { rank, world_size, local_rank, local_world_size, rendezvous })
     }
 
     pub fn is_main(&self) -> bool {
         self.rank == 0
+    }
+
+    /// Threads each process of this machine may use: its cores divided by
+    /// the local processes (at least 1), so that 8 ranks do not each start a
+    /// thread per core.
+    pub fn thread_budget(&self) -> usize {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (cores / self.local_world_size.max(1)).max(1)
     }
 }
 
@@ -141,16 +201,16 @@ pub fn average_with(grads: &mut GradStore, vars: &[Var], flags: &[f32], reduce: 
 
 #[cfg(feature = "nccl")]
 mod nccl {
-    use std::io::Write;
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     use candle_core::cuda_backend::cudarc::nccl::safe::{Comm, Id, ReduceOp};
     use candle_core::cuda_backend::CudaStorage;
     use candle_core::{CpuStorage, CustomOp1, Device, Error, Layout, Result, Shape};
 
-    use super::DistEnv;
+    use super::{DistEnv, Rendezvous};
+    use crate::training::rendezvous::{join, listen, publish_file, read_file, serve, ID_BYTES};
 
-    /// How long ranks > 0 wait for rank 0's id file.
+    /// How long ranks wait for each other at the rendezvous.
     const ID_WAIT: Duration = Duration::from_secs(300);
 
     /// An all-reduce with `ncclAvg` over a contiguous F32 buffer.
@@ -169,32 +229,29 @@ mod nccl {
             let Device::Cuda(cuda) = dev else {
                 return Err(Error::msg("data-parallel training needs a CUDA device (--device cuda)"));
             };
-            let path = env.id_file.as_ref().ok_or_else(|| Error::msg("no SRMAE_DIST_ID_FILE"))?;
             let id = if env.is_main() {
                 let id = Id::new().map_err(|e| Error::msg(format!("ncclGetUniqueId: {e:?}")))?;
-                let bytes: Vec<u8> = id.internal().iter().map(|&c| c as u8).collect();
-                let tmp = path.with_extension("tmp");
-                let mut f = std::fs::File::create(&tmp).map_err(|e| Error::msg(format!("{}: {e}", tmp.display())))?;
-                f.write_all(&bytes).and_then(|_| f.sync_all()).map_err(|e| Error::msg(format!("{}: {e}", tmp.display())))?;
-                std::fs::rename(&tmp, path).map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;
+                let bytes: [u8; ID_BYTES] = std::array::from_fn(|i| id.internal()[i] as u8);
+                match &env.rendezvous {
+                    Rendezvous::File(path) => publish_file(path, &bytes).map_err(Error::wrap)?,
+                    Rendezvous::Tcp(addr) => {
+                        let listener = listen(addr).map_err(Error::wrap)?;
+                        serve(&listener, env.world_size, &bytes, ID_WAIT).map_err(Error::wrap)?;
+                    }
+                    Rendezvous::None => return Err(Error::msg("world size > 1 without a rendezvous")),
+                }
                 id
             } else {
-                let start = Instant::now();
-                loop {
-                    match std::fs::read(path) {
-                        Ok(b) if b.len() == 128 => {
-                            let mut internal = [0 as std::ffi::c_char; 128];
-                            for (d, s) in internal.iter_mut().zip(&b) {
-                                *d = *s as std::ffi::c_char;
-                            }
-                            break Id::uninit(internal);
-                        }
-                        _ if start.elapsed() > ID_WAIT => {
-                            return Err(Error::msg(format!("rank {}: rank 0 did not publish {} within {ID_WAIT:?}", env.rank, path.display())))
-                        }
-                        _ => std::thread::sleep(Duration::from_millis(100)),
-                    }
+                let bytes = match &env.rendezvous {
+                    Rendezvous::File(path) => read_file(path, env.rank, ID_WAIT).map_err(Error::wrap)?,
+                    Rendezvous::Tcp(addr) => join(addr, env.rank, ID_WAIT).map_err(Error::wrap)?,
+                    Rendezvous::None => return Err(Error::msg("world size > 1 without a rendezvous")),
+                };
+                let mut internal = [0 as std::ffi::c_char; ID_BYTES];
+                for (d, s) in internal.iter_mut().zip(&bytes) {
+                    *d = *s as std::ffi::c_char;
                 }
+                Id::uninit(internal)
             };
             let comm = Comm::from_rank(cuda.cuda_stream(), env.rank, env.world_size, id)
                 .map_err(|e| Error::msg(format!("rank {} of {}: ncclCommInitRank: {e:?}", env.rank, env.world_size)))?;
@@ -257,6 +314,33 @@ mod tests {
         assert_eq!(grads.get(a.as_tensor()).unwrap().dims(), &[2, 3]);
     }
 
+    fn env_of(vars: &[(&str, &str)]) -> Result<DistEnv> {
+        let map: std::collections::HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        DistEnv::from_vars(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn torchrun_slurm_and_launch_environments() {
+        assert_eq!(env_of(&[]).unwrap(), DistEnv::single());
+        let t = env_of(&[("RANK", "5"), ("WORLD_SIZE", "8"), ("LOCAL_RANK", "1"), ("LOCAL_WORLD_SIZE", "4"), ("MASTER_ADDR", "node0"), ("MASTER_PORT", "1234")]).unwrap();
+        assert_eq!(t, DistEnv { rank: 5, world_size: 8, local_rank: 1, local_world_size: 4, rendezvous: Rendezvous::Tcp("node0:1234".into()) });
+        let s = env_of(&[("SLURM_PROCID", "3"), ("SLURM_NTASKS", "4"), ("SLURM_LOCALID", "1"), ("SLURM_NTASKS_PER_NODE", "2(x2)"), ("MASTER_ADDR", "n1")]).unwrap();
+        assert_eq!(s, DistEnv { rank: 3, world_size: 4, local_rank: 1, local_world_size: 2, rendezvous: Rendezvous::Tcp(format!("n1:{DEFAULT_MASTER_PORT}")) });
+        let l = env_of(&[("SRMAE_RANK", "1"), ("SRMAE_WORLD_SIZE", "2"), ("SRMAE_DIST_ID_FILE", "/tmp/id")]).unwrap();
+        assert_eq!(l.rendezvous, Rendezvous::File("/tmp/id".into()));
+        assert_eq!((l.local_rank, l.local_world_size), (1, 2));
+        // srmae launch's variables win over a surrounding SLURM allocation's.
+        let both = env_of(&[("SRMAE_RANK", "0"), ("SRMAE_WORLD_SIZE", "1"), ("SLURM_PROCID", "3"), ("SLURM_NTASKS", "4")]).unwrap();
+        assert_eq!(both, DistEnv::single());
+        let err = env_of(&[("RANK", "0"), ("WORLD_SIZE", "2")]).unwrap_err().to_string();
+        assert!(err.contains("torchrun") && err.contains("MASTER_ADDR"), "{err}");
+        let err = env_of(&[("RANK", "2"), ("WORLD_SIZE", "2"), ("MASTER_ADDR", "x")]).unwrap_err().to_string();
+        assert!(err.contains("RANK=2 is not below WORLD_SIZE=2"), "{err}");
+        let four_local = DistEnv { local_world_size: 4, ..t };
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(four_local.thread_budget(), (cores / 4).max(1));
+    }
+
     #[test]
     fn local_sync_is_the_identity() {
         let sync = GradSync::new(&DistEnv::single(), &Device::Cpu).unwrap();
@@ -270,7 +354,7 @@ mod tests {
     #[cfg(not(feature = "nccl"))]
     #[test]
     fn world_size_two_without_nccl_is_a_clear_error() {
-        let env = DistEnv { rank: 0, world_size: 2, id_file: Some("/tmp/x".into()) };
+        let env = DistEnv { rank: 0, world_size: 2, local_rank: 0, local_world_size: 2, rendezvous: Rendezvous::File("/tmp/x".into()) };
         let err = GradSync::new(&env, &Device::Cpu).err().expect("refused").to_string();
         assert!(err.contains("without NCCL"), "{err}");
     }

@@ -8,4 +8,5 @@ pub mod cuda_setup;
 pub mod dist;
 pub mod engine;
 pub mod optim;
+pub mod rendezvous;
 pub mod schedule;

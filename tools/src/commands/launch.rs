@@ -1,10 +1,13 @@
-//! `srmae launch`: a data-parallel job on one machine, one process per GPU
-//! (as torchrun). Each process runs the given `pretrain` / `finetune`
-//! command with `SRMAE_RANK`, `SRMAE_WORLD_SIZE` and `SRMAE_DIST_ID_FILE`
-//! set; `--device cuda` then means GPU `rank`. The processes find each other
-//! through the id file (NCCL's unique id, published by rank 0), average
-//! their gradients every step, and read disjoint parts of the data. Rank 0
-//! writes the run directory.
+//! `srmae launch`: a data-parallel job, one process per GPU (as torchrun),
+//! on one machine or on each of `--nnodes` machines. Each process runs the
+//! given `pretrain` / `finetune` command with `SRMAE_RANK`,
+//! `SRMAE_WORLD_SIZE`, `SRMAE_LOCAL_RANK`, `SRMAE_LOCAL_WORLD_SIZE` and the
+//! rendezvous set: an id file on one machine, `SRMAE_MASTER_ADDR` /
+//! `SRMAE_MASTER_PORT` (TCP to rank 0) across machines. `--device cuda`
+//! then means GPU `local rank`. The processes average their gradients every
+//! step and read disjoint parts of the data; rank 0 writes the run
+//! directory. torchrun and `srun` work as well, without this command
+//! (`DistEnv::from_env`).
 //!
 //! If one process fails, the others are stopped and the launcher exits with
 //! an error naming the rank. Ctrl-C reaches every process (same process
@@ -23,6 +26,12 @@ Examples:
   srmae launch --gpus 8 -- pretrain --recipe imagenet-vitb16-pretrain --data data/in1k-train --out runs/b16 --device cuda
   srmae launch --gpus 8 -- pretrain --out runs/b16 --device cuda --resume
   srmae launch --gpus 4 -- finetune --recipe imagenet-vitb16-finetune --init runs/b16/checkpoint.safetensors --out runs/b16-ft --device cuda
+  # two machines, 8 GPUs each (run on both; node 0's address reachable from node 1):
+  srmae launch --gpus 8 --nnodes 2 --node-rank 0 --master-addr 10.0.0.1 -- pretrain --out /shared/runs/b16 --device cuda
+  srmae launch --gpus 8 --nnodes 2 --node-rank 1 --master-addr 10.0.0.1 -- pretrain --out /shared/runs/b16 --device cuda
+  # the same with torchrun, or SLURM (export MASTER_ADDR in the batch script):
+  torchrun --nnodes 2 --nproc-per-node 8 --rdzv-endpoint 10.0.0.1:29500 --no-python srmae pretrain --out /shared/runs/b16 --device cuda
+  srun --ntasks-per-node 8 srmae pretrain --out /shared/runs/b16 --device cuda
 
 The learning rate follows the effective batch: blr x batch_size x accum_iter x gpus / 256.
 Needs a build with `--features nccl` for more than one process.")]
@@ -30,7 +39,19 @@ pub struct LaunchArgs {
     /// Number of processes, one per GPU of this machine.
     #[arg(long, value_name = "N")]
     pub gpus: usize,
-    /// Folder for the rendezvous file (default: a fresh folder under the system temp dir).
+    /// Machines in the job (run `srmae launch` once on each).
+    #[arg(long, default_value_t = 1)]
+    pub nnodes: usize,
+    /// This machine's place among them (0 = the machine of rank 0).
+    #[arg(long, default_value_t = 0)]
+    pub node_rank: usize,
+    /// Address of the machine with node rank 0 (needed with --nnodes > 1).
+    #[arg(long)]
+    pub master_addr: Option<String>,
+    /// Port rank 0 serves the rendezvous on.
+    #[arg(long, default_value_t = srmae_model::training::dist::DEFAULT_MASTER_PORT)]
+    pub master_port: u16,
+    /// Folder for the rendezvous file of a one-machine job (default: a fresh folder under the system temp dir).
     #[arg(long, value_name = "DIR")]
     pub rendezvous: Option<PathBuf>,
     /// The command each process runs: `pretrain ...` or `finetune ...` (after `--`).
@@ -39,9 +60,17 @@ pub struct LaunchArgs {
 }
 
 pub fn run(a: LaunchArgs) -> Result<()> {
-    if a.gpus == 0 {
-        bail!("--gpus must be at least 1");
+    if a.gpus == 0 || a.nnodes == 0 {
+        bail!("--gpus and --nnodes must be at least 1");
     }
+    if a.node_rank >= a.nnodes {
+        bail!("--node-rank {} is not below --nnodes {}", a.node_rank, a.nnodes);
+    }
+    let master = match (&a.master_addr, a.nnodes) {
+        (Some(addr), _) => Some(addr.clone()),
+        (None, 1) => None,
+        (None, _) => bail!("--nnodes {} needs --master-addr (the address of node rank 0)", a.nnodes),
+    };
     match a.command.first().map(String::as_str) {
         Some("pretrain" | "finetune") => {}
         Some(other) => bail!("launch runs `pretrain` or `finetune`, not {other:?}"),
@@ -62,14 +91,19 @@ pub fn run(a: LaunchArgs) -> Result<()> {
     // The children handle Ctrl-C (they share our process group); we wait for them.
     let _ = ctrlc::set_handler(|| eprintln!("launch: interrupt passed to every rank"));
     let mut children: Vec<(usize, Child)> = Vec::with_capacity(a.gpus);
-    for rank in 0..a.gpus {
-        let child = Command::new(&exe)
-            .args(&a.command)
+    for local in 0..a.gpus {
+        let rank = a.node_rank * a.gpus + local;
+        let mut cmd = Command::new(&exe);
+        cmd.args(&a.command)
             .env("SRMAE_RANK", rank.to_string())
-            .env("SRMAE_WORLD_SIZE", a.gpus.to_string())
-            .env("SRMAE_DIST_ID_FILE", &id_file)
-            .spawn()
-            .with_context(|| format!("starting rank {rank}"));
+            .env("SRMAE_WORLD_SIZE", (a.nnodes * a.gpus).to_string())
+            .env("SRMAE_LOCAL_RANK", local.to_string())
+            .env("SRMAE_LOCAL_WORLD_SIZE", a.gpus.to_string());
+        match &master {
+            Some(addr) => cmd.env("SRMAE_MASTER_ADDR", addr).env("SRMAE_MASTER_PORT", a.master_port.to_string()),
+            None => cmd.env("SRMAE_DIST_ID_FILE", &id_file),
+        };
+        let child = cmd.spawn().with_context(|| format!("starting rank {rank}"));
         match child {
             Ok(c) => children.push((rank, c)),
             Err(e) => {
