@@ -317,3 +317,38 @@ fn low_res_stage_keeps_size_and_removes_detail() {
     let mean = |v: &[u8]| v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64;
     assert!((mean(&low) - mean(&full)).abs() < 8.0, "brightness is kept");
 }
+
+/// Elastic resume: two ranks at half the batch read, step by step, exactly
+/// the samples one rank reads (same images), and share its fingerprint.
+#[test]
+fn two_ranks_at_half_the_batch_read_what_one_rank_reads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ds = Arc::new(PackedDataset::open(&pack_folder(tmp.path(), 8)).unwrap());
+    let one = LoaderConfig { batch_size: 4, drop_last: true, ..photo_cfg(2) };
+    let half = |rank| LoaderConfig { batch_size: 2, rank, world: 2, ..one.clone() };
+    assert_eq!(one.fingerprint(), half(0).fingerprint());
+    assert_eq!(half(0).fingerprint(), half(1).fingerprint());
+    assert_ne!(one.fingerprint(), LoaderConfig { batch_size: 2, ..one.clone() }.fingerprint(), "another global batch is another run");
+    let by_id = |cfg: &LoaderConfig| -> Vec<std::collections::BTreeMap<u64, Vec<u8>>> {
+        Loader::new(ds.clone(), cfg.clone())
+            .unwrap()
+            .map(|b| {
+                let b = b.unwrap();
+                (0..b.len).map(|i| (b.sample_ids()[i], b.image(i).to_vec())).collect()
+            })
+            .collect()
+    };
+    let single = by_id(&one);
+    let (r0, r1) = (by_id(&half(0)), by_id(&half(1)));
+    assert!(!single.is_empty());
+    assert_eq!(single.len(), r0.len());
+    for (k, step) in single.iter().enumerate() {
+        let mut union = r0[k].clone();
+        union.extend(r1[k].clone());
+        assert_eq!(&union, step, "step {k}");
+    }
+    // A state taken on one rank resumes on two.
+    let mut l = Loader::new(ds.clone(), one.clone()).unwrap();
+    l.next();
+    assert!(Loader::resume(ds.clone(), half(1), l.state()).is_ok());
+}

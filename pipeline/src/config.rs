@@ -102,13 +102,21 @@ impl LoaderConfig {
         }
     }
 
-    /// A hash of everything but `epoch` and `threads` (which do not change
-    /// the batches of an epoch): a resume with another config is refused.
+    /// A hash of what determines the data of each global step: everything
+    /// but `epoch`, `threads` and `prefetch` (which do not change the batches
+    /// of an epoch), with the ranks folded into the global batch. A resume
+    /// with another config is refused, but one on another number of ranks at
+    /// the same global batch (`batch_size x world`) is not: every step then
+    /// reads the same samples, split differently among the ranks (elastic
+    /// resume; `RankPolicy::Drop` and `drop_last`, as training uses).
     pub fn fingerprint(&self) -> u64 {
         let mut c = self.clone();
         c.epoch = 0;
         c.threads = 0;
         c.prefetch = 0;
+        c.batch_size = self.batch_size * self.world.max(1) as usize;
+        c.world = 1;
+        c.rank = 0;
         let json = serde_json::to_vec(&c).expect("config serialises");
         fnv1a(&json)
     }
