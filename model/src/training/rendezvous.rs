@@ -175,6 +175,43 @@ mod tests {
         }
     }
 
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    /// A rank > 0 in its own process (started by the test below).
+    #[test]
+    #[ignore = "a child process of three_processes_receive_the_same_id"]
+    fn rendezvous_child_rank() {
+        let (Ok(addr), Ok(rank)) = (std::env::var("SRMAE_TEST_RDZV_ADDR"), std::env::var("SRMAE_TEST_RDZV_RANK")) else { return };
+        let id = join(&addr, rank.parse().unwrap(), Duration::from_secs(20)).unwrap();
+        println!("ID={}", hex(&id));
+    }
+
+    #[test]
+    fn three_processes_receive_the_same_id() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let exe = std::env::current_exe().unwrap();
+        let children: Vec<_> = (1..3)
+            .map(|rank| {
+                std::process::Command::new(&exe)
+                    .args(["--exact", "training::rendezvous::tests::rendezvous_child_rank", "--ignored", "--nocapture", "--test-threads", "1"])
+                    .env("SRMAE_TEST_RDZV_ADDR", &addr)
+                    .env("SRMAE_TEST_RDZV_RANK", rank.to_string())
+                    .stdout(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        serve(&listener, 3, &id(), Duration::from_secs(20)).unwrap();
+        for c in children {
+            let out = c.wait_with_output().unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success() && text.contains(&format!("ID={}", hex(&id()))), "{text}");
+        }
+    }
+
     #[test]
     fn a_missing_rank_times_out_with_its_number() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
