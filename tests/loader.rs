@@ -352,3 +352,43 @@ fn two_ranks_at_half_the_batch_read_what_one_rank_reads() {
     l.next();
     assert!(Loader::resume(ds.clone(), half(1), l.state()).is_ok());
 }
+
+/// MAE's fine-tuning augmentations in the workers: random erasing and
+/// mixup / cutmix give the same batches (images and soft labels) with 1 and
+/// 2 threads and after a resume, and soft labels sum to 1.
+#[test]
+fn erasing_and_mixup_are_deterministic_and_resume_exactly() {
+    use srmae_pipeline::{Mixup, RandomErasing};
+    let tmp = tempfile::tempdir().unwrap();
+    let ds = Arc::new(PackedDataset::open(&pack_folder(tmp.path(), 8)).unwrap());
+    let classes = ds.classes().len();
+    let cfg = |threads| LoaderConfig {
+        batch_size: 4,
+        patch: srmae_pipeline::PatchConfig::None,
+        erasing: Some(RandomErasing::new(0.5, &[0.5, 0.5, 0.5], &[0.25, 0.25, 0.25])),
+        mixup: Some(Mixup::mae(classes)),
+        ..photo_cfg(threads)
+    };
+    let run = |c: &LoaderConfig, skip: usize| -> Vec<(Vec<u8>, Vec<f32>)> {
+        let mut l = Loader::new(ds.clone(), c.clone()).unwrap();
+        let head: Vec<_> = l.by_ref().take(skip).map(|b| b.unwrap()).map(|b| (b.images().to_vec(), b.soft_labels().to_vec())).collect();
+        let state = l.state();
+        drop(l);
+        let tail: Vec<_> = Loader::resume(ds.clone(), c.clone(), state).unwrap().map(|b| b.unwrap()).map(|b| (b.images().to_vec(), b.soft_labels().to_vec())).collect();
+        [head, tail].concat()
+    };
+    let one = run(&cfg(1), 100);
+    assert!(one.len() >= 2);
+    assert_eq!(run(&cfg(2), 100), one, "thread count changed the batches");
+    assert_eq!(run(&cfg(2), 1), one, "resume changed the batches");
+    for (_, soft) in &one {
+        assert_eq!(soft.len() % classes, 0);
+        for row in soft.chunks(classes) {
+            assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5, "{row:?}");
+        }
+    }
+    // Without them the batch has no soft labels, and the fingerprint is the old one.
+    let plain = LoaderConfig { erasing: None, mixup: None, ..cfg(1) };
+    assert!(Loader::new(ds.clone(), plain.clone()).unwrap().next().unwrap().unwrap().soft_labels().is_empty());
+    assert_ne!(plain.fingerprint(), cfg(1).fingerprint());
+}

@@ -239,8 +239,15 @@ fn simmim_pretrain_resume_reconstruct_finetune_eval() {
     let ft = t.join("ft");
     let mut a = vec!["finetune", "--init", p(&ckpt), "--out", p(&ft), "--threads", "2", "--data", p(&train), "--set", &val];
     a.extend_from_slice(&TINY[..2]);
-    a.extend_from_slice(&["--set", "optim.epochs=1", "--set", "optim.batch_size=32"]);
+    // With MAE's fine-tuning augmentations: random erasing, mixup and cutmix (soft targets).
+    a.extend_from_slice(&["--set", "optim.epochs=1", "--set", "optim.batch_size=32", "--set", "data.reprob=0.25", "--set", "data.mixup=0.8", "--set", "data.cutmix=1.0"]);
     srmae(&a);
+    let ft_losses: Vec<f64> = std::fs::read_to_string(ft.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?.get("loss")?.as_f64())
+        .collect();
+    assert!(!ft_losses.is_empty() && ft_losses.iter().all(|l| l.is_finite() && *l > 0.0), "{ft_losses:?}");
     let out = srmae(&["eval", "--checkpoint", p(&ft.join("checkpoint.safetensors")), "--test-res", "28,14"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("14 px"));
 }

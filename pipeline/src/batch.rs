@@ -32,11 +32,13 @@ pub struct BatchData {
     pub restore: Vec<u32>,
     /// `[B, L]` per-patch state: 0 visible, 1 hidden, 2 clue (`mask_value`).
     pub mask: Vec<u8>,
+    /// `[B, K]` soft targets after mixup / cutmix (empty without them).
+    pub soft_labels: Vec<f32>,
 }
 
 impl BatchData {
-    /// Allocates buffers for `b` samples.
-    pub fn new(b: usize, channels: usize, size: usize, layout: &PatchLayout) -> BatchData {
+    /// Allocates buffers for `b` samples (`soft_classes` soft-label columns).
+    pub fn new(b: usize, channels: usize, size: usize, layout: &PatchLayout, soft_classes: usize) -> BatchData {
         let l = layout.num_patches();
         BatchData {
             images: vec![0; b * channels * size * size],
@@ -48,6 +50,7 @@ impl BatchData {
             hidden: vec![0; b * layout.n_hidden],
             restore: vec![0; if layout.restore { b * l } else { 0 }],
             mask: vec![0; b * l],
+            soft_labels: vec![0.0; b * soft_classes],
         }
     }
 }
@@ -66,6 +69,8 @@ pub struct Batch {
     /// Image side `S`.
     pub size: usize,
     pub layout: PatchLayout,
+    /// Columns of `soft_labels` (0: hard labels only).
+    pub soft_classes: usize,
     pub data: BatchData,
     pub(crate) recycle: Option<Sender<BatchData>>,
 }
@@ -106,6 +111,10 @@ impl Batch {
     }
     pub fn mask(&self) -> &[u8] {
         self.rows(&self.data.mask, self.layout.num_patches())
+    }
+    /// `[B, K]` soft targets (mixup / cutmix, smoothing folded in), or empty.
+    pub fn soft_labels(&self) -> &[f32] {
+        self.rows(&self.data.soft_labels, self.soft_classes)
     }
     /// Keeps the buffers (they will not return to the pool).
     pub fn into_data(mut self) -> BatchData {

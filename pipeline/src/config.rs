@@ -3,6 +3,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::augment::Augment;
+use crate::erasing::RandomErasing;
+use crate::mixup::Mixup;
 use crate::order::{RankPolicy, Shuffle};
 use crate::transforms::{PatchConfig, PatchTransform};
 
@@ -57,6 +59,12 @@ pub struct LoaderConfig {
     /// after the crop and upsampled back to the output size.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub low_res: Option<u32>,
+    /// Random erasing of each sample (fine-tuning; `erasing`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub erasing: Option<RandomErasing>,
+    /// Mixup / cutmix of each batch, with soft labels (fine-tuning; `mixup`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mixup: Option<Mixup>,
 }
 
 fn default_mapped_budget_mib() -> u64 {
@@ -87,6 +95,8 @@ impl LoaderConfig {
             release_pages: true,
             mapped_budget_mib: default_mapped_budget_mib(),
             low_res: None,
+            erasing: None,
+            mixup: None,
         }
     }
 

@@ -304,7 +304,8 @@ fn fill_batch(s: &Shared, proc: &mut SampleProcessor, k: u64) -> Result<Batch, L
     let size = cfg.augment.size() as usize;
     let ch = cfg.channels as usize;
     let lay = s.layout;
-    let mut data = s.pool_rx.try_recv().unwrap_or_else(|_| BatchData::new(b, ch, size, &lay));
+    let soft_classes = cfg.mixup.as_ref().map_or(0, |m| m.classes);
+    let mut data = s.pool_rx.try_recv().unwrap_or_else(|_| BatchData::new(b, ch, size, &lay, soft_classes));
     let mut t = StageNanos::default();
     let img_len = ch * size * size;
     for i in 0..len {
@@ -334,6 +335,10 @@ fn fill_batch(s: &Shared, proc: &mut SampleProcessor, k: u64) -> Result<Batch, L
                 Ok((label, shard, local)) => {
                     if cfg.release_pages {
                         s.ds.mapped().note_read(s.ds.shards(), shard, local);
+                    }
+                    if let Some(erasing) = &cfg.erasing {
+                        let mut rng = SampleRng::new(cfg.seed, cfg.epoch, id, Purpose::Erase);
+                        erasing.apply(&mut data.images[i * img_len..(i + 1) * img_len], ch, size, &mut rng);
                     }
                     data.labels[i] = label;
                     data.sample_ids[i] = id;
@@ -377,6 +382,11 @@ fn fill_batch(s: &Shared, proc: &mut SampleProcessor, k: u64) -> Result<Batch, L
             t.patch += tp.elapsed().as_nanos() as u64;
         }
     }
+    if let Some(mixup) = &cfg.mixup {
+        // Keyed by the batch's place in the global order, so any thread count gives the same batch.
+        let mut rng = SampleRng::new(cfg.seed, cfg.epoch, k * cfg.world + cfg.rank, Purpose::Mix);
+        mixup.apply(&mut data.images, &data.labels, &mut data.soft_labels, len, ch, size, &mut rng);
+    }
     s.metrics.add_stages(&t);
     s.metrics.images.fetch_add(len as u64, Relaxed);
     s.metrics.batches.fetch_add(1, Relaxed);
@@ -388,6 +398,7 @@ fn fill_batch(s: &Shared, proc: &mut SampleProcessor, k: u64) -> Result<Batch, L
         channels: ch,
         size,
         layout: lay,
+        soft_classes,
         data,
         recycle: Some(s.pool_tx.clone()),
     })

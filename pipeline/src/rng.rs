@@ -17,6 +17,10 @@ pub enum Purpose {
     Mask = 3,
     /// Choice of a substitute for a corrupt record.
     Substitute = 4,
+    /// Random erasing of one sample.
+    Erase = 5,
+    /// Mixup / cutmix of one batch (index: the batch's global position).
+    Mix = 6,
 }
 
 fn splitmix64(mut z: u64) -> u64 {
@@ -85,6 +89,19 @@ impl SampleRng {
         for v in out {
             *v = (self.next_u64() >> 40) as f32 * (1.0 / (1u64 << 24) as f32);
         }
+    }
+}
+
+/// So that `rand_distr`'s distributions (Beta, normal) draw from the same stream.
+impl rand_core::RngCore for SampleRng {
+    fn next_u32(&mut self) -> u32 {
+        self.0.next_u32()
+    }
+    fn next_u64(&mut self) -> u64 {
+        self.0.next_u64()
+    }
+    fn fill_bytes(&mut self, dst: &mut [u8]) {
+        self.0.fill_bytes(dst)
     }
 }
 

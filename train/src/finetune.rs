@@ -10,9 +10,9 @@ use anyhow::{bail, Context, Result};
 use candle_nn::{VarBuilder, VarMap};
 use srmae_datasets::PackedDataset;
 use srmae_model::candle::{DType, Device, Tensor};
-use srmae_model::layers::classifier::{cross_entropy, VitClassifier};
+use srmae_model::layers::classifier::{cross_entropy, soft_cross_entropy, VitClassifier};
 use srmae_model::training::dist::{DistEnv, GradSync};
-use srmae_pipeline::{Batch, LoaderConfig};
+use srmae_pipeline::{Batch, LoaderConfig, Mixup, RandomErasing};
 
 use crate::classify::{accuracy, eval_loader, load_encoder};
 use crate::device_stage::Normalizer;
@@ -76,12 +76,22 @@ struct FinetuneTask {
 impl TrainTask for FinetuneTask {
     /// Patches `[B, L, p*p*C]` and labels `[B]`.
     type Input = (Tensor, Tensor);
+    /// Labels: `[B]` u32, or `[B, K]` f32 soft targets after mixup / cutmix.
     fn upload(&self, batch: &Batch, dev: &Device) -> Result<(Tensor, Tensor)> {
-        Ok((self.norm.patches(batch, self.model.encoder.cfg.patch, dev)?, Normalizer::labels(batch, dev)?))
+        let labels = if batch.soft_classes > 0 {
+            Tensor::from_slice(batch.soft_labels(), (batch.len, batch.soft_classes), dev)?
+        } else {
+            Normalizer::labels(batch, dev)?
+        };
+        Ok((self.norm.patches(batch, self.model.encoder.cfg.patch, dev)?, labels))
     }
     fn loss(&self, (patches, labels): &(Tensor, Tensor)) -> Result<Tensor> {
         let logits = self.model.forward(patches, true)?;
-        Ok(cross_entropy(&logits, labels, self.smoothing)?)
+        Ok(match labels.rank() {
+            // Mixup / cutmix: smoothing is already in the targets.
+            2 => soft_cross_entropy(&logits, labels)?,
+            _ => cross_entropy(&logits, labels, self.smoothing)?,
+        })
     }
 
     fn evaluate(&self, _epoch: u64) -> Result<Option<serde_json::Value>> {
@@ -149,7 +159,19 @@ pub fn finetune(job: FinetuneJob) -> Result<Ended> {
         let fresh = load_encoder(init, &varmap, &enc, &dev)?;
         tracing::info!("encoder from {}; newly initialised: {}", init.display(), fresh.join(", "));
     }
-    let loader = train_loader(&recipe, &dist, enc.patch);
+    let d = &recipe.data;
+    let loader = LoaderConfig {
+        erasing: (d.reprob > 0.0).then(|| RandomErasing::new(d.reprob, &d.mean, &d.std)),
+        mixup: (d.mixup > 0.0 || d.cutmix > 0.0).then(|| Mixup {
+            mixup_alpha: d.mixup,
+            cutmix_alpha: d.cutmix,
+            prob: d.mixup_prob,
+            switch_prob: d.mixup_switch_prob,
+            smoothing: recipe.optim.label_smoothing,
+            classes,
+        }),
+        ..train_loader(&recipe, &dist, enc.patch)
+    };
     let val = match recipe.val() {
         Some(v) => Some((
             Arc::new(PackedDataset::open(v).with_context(|| format!("opening {}", v.display()))?),

@@ -80,6 +80,22 @@ pub struct DataRecipe {
     /// training with a checkpoint and the reason.
     #[serde(default = "default_on_corrupt")]
     pub on_corrupt: CorruptPolicy,
+    /// Fine-tuning: random erasing probability (MAE's `--reprob`; timm's
+    /// pixel mode, count 1).
+    #[serde(default)]
+    pub reprob: f64,
+    /// Fine-tuning: mixup and cutmix Beta alphas (MAE's `--mixup`,
+    /// `--cutmix`; 0 = off), the probability a batch is mixed and of cutmix
+    /// when both are on (`--mixup_prob`, `--mixup_switch_prob`). With either
+    /// on, `optim.label_smoothing` is folded into the soft targets.
+    #[serde(default)]
+    pub mixup: f64,
+    #[serde(default)]
+    pub cutmix: f64,
+    #[serde(default = "one")]
+    pub mixup_prob: f64,
+    #[serde(default = "half")]
+    pub mixup_switch_prob: f64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -144,6 +160,9 @@ fn default_pool() -> Pool {
 }
 fn one() -> f64 {
     1.0
+}
+fn half() -> f64 {
+    0.5
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

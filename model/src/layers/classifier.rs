@@ -77,6 +77,15 @@ pub fn cross_entropy(logits: &Tensor, labels: &Tensor, eps: f64) -> Result<Tenso
     ((nll * (1.0 - eps))? + (smooth * eps)?)?.mean_all()
 }
 
+/// Cross-entropy against soft targets (timm's `SoftTargetCrossEntropy`, for
+/// mixup / cutmix): `mean_b sum_k -target[b, k] * log_softmax(logits)[b, k]`.
+/// # Shapes
+/// - `logits`, `targets`: `[B, K]` -> scalar
+pub fn soft_cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    let logp = candle_nn::ops::log_softmax(logits, D::Minus1)?;
+    (targets * logp)?.sum(D::Minus1)?.neg()?.mean_all()
+}
+
 /// Linear-probe head: BatchNorm1d(affine = False, eps = 1e-6) + Linear.
 pub struct LinearProbe {
     running: Mutex<(Tensor, Tensor)>,
@@ -126,5 +135,25 @@ impl LinearProbe {
             None => shift.neg()?,
         };
         Ok((w, b))
+    }
+}
+
+#[cfg(test)]
+mod soft_target_tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// One-hot soft targets give the hard-label loss, smoothed ones the smoothed loss.
+    #[test]
+    fn soft_targets_match_hard_labels() {
+        let dev = Device::Cpu;
+        let logits = Tensor::new(&[[1.0f32, -0.5, 2.0], [0.3, 0.1, -1.2]], &dev).unwrap();
+        let labels = Tensor::new(&[2u32, 0], &dev).unwrap();
+        let eps = 0.1f32;
+        let (on, off) = (1.0 - eps + eps / 3.0, eps / 3.0);
+        let soft = Tensor::new(&[[off, off, on], [on, off, off]], &dev).unwrap();
+        let a: f32 = soft_cross_entropy(&logits, &soft).unwrap().to_scalar().unwrap();
+        let b: f32 = cross_entropy(&logits, &labels, eps as f64).unwrap().to_scalar().unwrap();
+        assert!((a - b).abs() < 1e-6, "{a} vs {b}");
     }
 }
