@@ -353,8 +353,8 @@ fn two_ranks_at_half_the_batch_read_what_one_rank_reads() {
     assert!(Loader::resume(ds.clone(), half(1), l.state()).is_ok());
 }
 
-/// MAE's fine-tuning augmentations in the workers: random erasing and
-/// mixup / cutmix give the same batches (images and soft labels) with 1 and
+/// MAE's fine-tuning augmentations in the workers: RandAugment, random
+/// erasing and mixup / cutmix give the same batches (images and soft labels) with 1 and
 /// 2 threads and after a resume, and soft labels sum to 1.
 #[test]
 fn erasing_and_mixup_are_deterministic_and_resume_exactly() {
@@ -365,6 +365,7 @@ fn erasing_and_mixup_are_deterministic_and_resume_exactly() {
     let cfg = |threads| LoaderConfig {
         batch_size: 4,
         patch: srmae_pipeline::PatchConfig::None,
+        randaugment: Some(srmae_pipeline::RandAugment::parse("rand-m9-mstd0.5-inc1", &[0.485, 0.456, 0.406]).unwrap()),
         erasing: Some(RandomErasing::new(0.5, &[0.5, 0.5, 0.5], &[0.25, 0.25, 0.25])),
         mixup: Some(Mixup::mae(classes)),
         ..photo_cfg(threads)
@@ -388,7 +389,7 @@ fn erasing_and_mixup_are_deterministic_and_resume_exactly() {
         }
     }
     // Without them the batch has no soft labels, and the fingerprint is the old one.
-    let plain = LoaderConfig { erasing: None, mixup: None, ..cfg(1) };
+    let plain = LoaderConfig { randaugment: None, erasing: None, mixup: None, ..cfg(1) };
     assert!(Loader::new(ds.clone(), plain.clone()).unwrap().next().unwrap().unwrap().soft_labels().is_empty());
     assert_ne!(plain.fingerprint(), cfg(1).fingerprint());
 }

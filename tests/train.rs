@@ -239,8 +239,8 @@ fn simmim_pretrain_resume_reconstruct_finetune_eval() {
     let ft = t.join("ft");
     let mut a = vec!["finetune", "--init", p(&ckpt), "--out", p(&ft), "--threads", "2", "--data", p(&train), "--set", &val];
     a.extend_from_slice(&TINY[..2]);
-    // With MAE's fine-tuning augmentations: random erasing, mixup and cutmix (soft targets).
-    a.extend_from_slice(&["--set", "optim.epochs=1", "--set", "optim.batch_size=32", "--set", "data.reprob=0.25", "--set", "data.mixup=0.8", "--set", "data.cutmix=1.0"]);
+    // With MAE's fine-tuning augmentations: RandAugment, random erasing, mixup and cutmix (soft targets).
+    a.extend_from_slice(&["--set", "optim.epochs=1", "--set", "optim.batch_size=32", "--set", "data.reprob=0.25", "--set", "data.mixup=0.8", "--set", "data.cutmix=1.0", "--set", "data.aa=\"rand-m9-mstd0.5-inc1\""]);
     srmae(&a);
     let ft_losses: Vec<f64> = std::fs::read_to_string(ft.join("metrics.jsonl"))
         .unwrap()

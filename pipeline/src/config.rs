@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::augment::Augment;
 use crate::erasing::RandomErasing;
 use crate::mixup::Mixup;
+use crate::randaugment::RandAugment;
 use crate::order::{RankPolicy, Shuffle};
 use crate::transforms::{PatchConfig, PatchTransform};
 
@@ -59,6 +60,9 @@ pub struct LoaderConfig {
     /// after the crop and upsampled back to the output size.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub low_res: Option<u32>,
+    /// RandAugment of each sample, after crop/resize/flip (fine-tuning; `randaugment`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub randaugment: Option<RandAugment>,
     /// Random erasing of each sample (fine-tuning; `erasing`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub erasing: Option<RandomErasing>,
@@ -95,6 +99,7 @@ impl LoaderConfig {
             release_pages: true,
             mapped_budget_mib: default_mapped_budget_mib(),
             low_res: None,
+            randaugment: None,
             erasing: None,
             mixup: None,
         }

@@ -336,6 +336,10 @@ fn fill_batch(s: &Shared, proc: &mut SampleProcessor, k: u64) -> Result<Batch, L
                     if cfg.release_pages {
                         s.ds.mapped().note_read(s.ds.shards(), shard, local);
                     }
+                    if let Some(ra) = &cfg.randaugment {
+                        let mut rng = SampleRng::new(cfg.seed, cfg.epoch, id, Purpose::RandAugment);
+                        ra.apply(&mut data.images[i * img_len..(i + 1) * img_len], ch, size, &mut rng);
+                    }
                     if let Some(erasing) = &cfg.erasing {
                         let mut rng = SampleRng::new(cfg.seed, cfg.epoch, id, Purpose::Erase);
                         erasing.apply(&mut data.images[i * img_len..(i + 1) * img_len], ch, size, &mut rng);

@@ -21,6 +21,8 @@ pub enum Purpose {
     Erase = 5,
     /// Mixup / cutmix of one batch (index: the batch's global position).
     Mix = 6,
+    /// RandAugment of one sample.
+    RandAugment = 7,
 }
 
 fn splitmix64(mut z: u64) -> u64 {

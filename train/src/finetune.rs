@@ -12,7 +12,7 @@ use srmae_datasets::PackedDataset;
 use srmae_model::candle::{DType, Device, Tensor};
 use srmae_model::layers::classifier::{cross_entropy, soft_cross_entropy, VitClassifier};
 use srmae_model::training::dist::{DistEnv, GradSync};
-use srmae_pipeline::{Batch, LoaderConfig, Mixup, RandomErasing};
+use srmae_pipeline::{Batch, LoaderConfig, Mixup, RandAugment, RandomErasing};
 
 use crate::classify::{accuracy, eval_loader, load_encoder};
 use crate::device_stage::Normalizer;
@@ -161,6 +161,7 @@ pub fn finetune(job: FinetuneJob) -> Result<Ended> {
     }
     let d = &recipe.data;
     let loader = LoaderConfig {
+        randaugment: d.aa.as_deref().map(|aa| RandAugment::parse(aa, &d.mean)).transpose().map_err(anyhow::Error::msg)?,
         erasing: (d.reprob > 0.0).then(|| RandomErasing::new(d.reprob, &d.mean, &d.std)),
         mixup: (d.mixup > 0.0 || d.cutmix > 0.0).then(|| Mixup {
             mixup_alpha: d.mixup,

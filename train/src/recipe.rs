@@ -80,6 +80,10 @@ pub struct DataRecipe {
     /// training with a checkpoint and the reason.
     #[serde(default = "default_on_corrupt")]
     pub on_corrupt: CorruptPolicy,
+    /// Fine-tuning: RandAugment as timm's config string (MAE's `--aa`,
+    /// e.g. "rand-m9-mstd0.5-inc1"; absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aa: Option<String>,
     /// Fine-tuning: random erasing probability (MAE's `--reprob`; timm's
     /// pixel mode, count 1).
     #[serde(default)]
@@ -295,6 +299,9 @@ impl Recipe {
         if d.mean.len() != d.channels as usize || d.std.len() != d.channels as usize {
             bail!("data.mean and data.std need {} values each", d.channels);
         }
+        if let Some(aa) = &d.aa {
+            srmae_pipeline::RandAugment::parse(aa, &d.mean).map_err(|e| anyhow::anyhow!("data.aa: {e}"))?;
+        }
         if self.optim.batch_size == 0 || self.optim.accum_iter == 0 {
             bail!("optim.batch_size and optim.accum_iter must be at least 1");
         }
@@ -399,6 +406,9 @@ mod tests {
         let text = r.to_toml();
         assert!(text.contains("img_size = 14"), "{text}");
         assert_eq!(Recipe::from_toml(&text).unwrap().to_toml(), text);
+        // A RandAugment string timm would not read is refused at load time.
+        let err = Recipe::load("fmnist-finetune", &["data.aa=\"rand-m9\"".into()]).unwrap_err();
+        assert!(format!("{err:#}").contains("data.aa") && format!("{err:#}").contains("inc1"), "{err:#}");
         // A size given twice must agree.
         let err = Recipe::load("fmnist-pretrain", &["model.encoder.img_size=32".into()]).unwrap_err();
         assert!(format!("{err:#}").contains("differs from data.size"), "{err:#}");
