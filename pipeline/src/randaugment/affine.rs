@@ -17,41 +17,61 @@ fn cubic(v1: f64, v2: f64, v3: f64, v4: f64, d: f64) -> f64 {
     p1 + d * (p2 + d * (p3 + d * p4))
 }
 
-/// One channel's value at input position `(xin, yin)`, or None outside.
-fn sample(plane: &[u8], h: usize, w: usize, xin: f64, yin: f64) -> Option<u8> {
+/// Where an output pixel reads: the clamped columns and rows of its 4x4
+/// neighbourhood and the fractional offsets (shared by all channels).
+struct Taps {
+    cols: [usize; 4],
+    /// Rows 0-3; a row past the bottom edge repeats the one above (PIL).
+    rows: [usize; 4],
+    dx: f64,
+    dy: f64,
+}
+
+fn taps(h: usize, w: usize, xin: f64, yin: f64) -> Option<Taps> {
     if !(xin >= 0.0 && xin < w as f64 && yin >= 0.0 && yin < h as f64) {
         return None;
     }
     let (xin, yin) = (xin - 0.5, yin - 0.5);
     let (xf, yf) = (xin.floor(), yin.floor());
-    let (dx, dy) = (xin - xf, yin - yf);
     let (x, y) = (xf as i64 - 1, yf as i64 - 1);
     let clip = |v: i64, n: usize| v.clamp(0, n as i64 - 1) as usize;
+    let cols = [clip(x, w), clip(x + 1, w), clip(x + 2, w), clip(x + 3, w)];
+    let mut rows = [clip(y, h); 4];
+    for k in 1..4 {
+        let r = y + k as i64;
+        rows[k] = if r >= 0 && r < h as i64 { r as usize } else { rows[k - 1] };
+    }
+    Some(Taps { cols, rows, dx: xin - xf, dy: yin - yf })
+}
+
+/// One channel's value through `t` (PIL's BICUBIC_BODY, truncated to u8).
+fn sample(plane: &[u8], w: usize, t: &Taps) -> u8 {
     let row = |yy: usize| {
         let r = &plane[yy * w..(yy + 1) * w];
-        cubic(r[clip(x, w)] as f64, r[clip(x + 1, w)] as f64, r[clip(x + 2, w)] as f64, r[clip(x + 3, w)] as f64, dx)
+        cubic(r[t.cols[0]] as f64, r[t.cols[1]] as f64, r[t.cols[2]] as f64, r[t.cols[3]] as f64, t.dx)
     };
-    let inside = |v: i64| v >= 0 && v < h as i64;
-    let v1 = row(clip(y, h));
-    let v2 = if inside(y + 1) { row((y + 1) as usize) } else { v1 };
-    let v3 = if inside(y + 2) { row((y + 2) as usize) } else { v2 };
-    let v4 = if inside(y + 3) { row((y + 3) as usize) } else { v3 };
-    let v = cubic(v1, v2, v3, v4, dy);
-    Some(if v <= 0.0 { 0 } else if v >= 255.0 { 255 } else { v as u8 })
+    let v = cubic(row(t.rows[0]), row(t.rows[1]), row(t.rows[2]), row(t.rows[3]), t.dy);
+    if v <= 0.0 {
+        0
+    } else if v >= 255.0 {
+        255
+    } else {
+        v as u8
+    }
 }
 
 /// `img.transform(size, AFFINE, m, BICUBIC, fillcolor=fill)`.
 pub fn transform(img: &mut [u8], channels: usize, h: usize, w: usize, m: &Affine, fill: &[u8]) {
     let src = img.to_vec();
-    for c in 0..channels {
-        let plane = &src[c * h * w..(c + 1) * h * w];
-        let f = fill.get(c).copied().unwrap_or(128);
-        for y in 0..h {
-            for x in 0..w {
-                let (xo, yo) = (x as f64 + 0.5, y as f64 + 0.5);
-                let xin = m[0] * xo + m[1] * yo + m[2];
-                let yin = m[3] * xo + m[4] * yo + m[5];
-                img[(c * h + y) * w + x] = sample(plane, h, w, xin, yin).unwrap_or(f);
+    for y in 0..h {
+        for x in 0..w {
+            let (xo, yo) = (x as f64 + 0.5, y as f64 + 0.5);
+            let t = taps(h, w, m[0] * xo + m[1] * yo + m[2], m[3] * xo + m[4] * yo + m[5]);
+            for c in 0..channels {
+                img[(c * h + y) * w + x] = match &t {
+                    Some(t) => sample(&src[c * h * w..(c + 1) * h * w], w, t),
+                    None => fill.get(c).copied().unwrap_or(128),
+                };
             }
         }
     }

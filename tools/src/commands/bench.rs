@@ -44,6 +44,10 @@ enum LoaderMode {
     Beit,
     /// RandomResizedCrop only
     Crop,
+    /// MAE's fine-tuning transform: RandomResizedCrop (0.08-1) + flip +
+    /// RandAugment rand-m9-mstd0.5-inc1 + random erasing 0.25 (as timm's
+    /// create_transform; mixup/cutmix run after loading in MAE, so not here)
+    Finetune,
     /// Evaluation transform (resize + centre crop), sequential order
     Eval,
 }
@@ -142,6 +146,15 @@ pub fn run(a: BenchArgs) -> Result<()> {
         } => {
             let mut cfg = match mode {
                 LoaderMode::Eval => LoaderConfig::eval(size, batch),
+                LoaderMode::Finetune => {
+                    let (mean, std) = ([0.485f32, 0.456, 0.406], [0.229f32, 0.224, 0.225]);
+                    LoaderConfig {
+                        augment: srmae_pipeline::Augment::RandomResizedCrop { size, scale: (0.08, 1.0), ratio: (0.75, 4.0 / 3.0), hflip: 0.5 },
+                        randaugment: Some(srmae_pipeline::RandAugment::parse("rand-m9-mstd0.5-inc1", &mean).map_err(anyhow::Error::msg)?),
+                        erasing: Some(srmae_pipeline::RandomErasing::new(0.25, &mean, &std)),
+                        ..LoaderConfig::pretrain(size, patch, batch)
+                    }
+                }
                 _ => LoaderConfig::pretrain(size, patch, batch),
             };
             cfg.patch = match mode {
@@ -154,7 +167,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
                     min_num_patches: 16,
                     min_aspect: 0.3,
                 },
-                LoaderMode::Crop | LoaderMode::Eval => PatchConfig::None,
+                LoaderMode::Crop | LoaderMode::Eval | LoaderMode::Finetune => PatchConfig::None,
             };
             cfg.threads = threads;
             cfg.partial_decode = !full_decode;
