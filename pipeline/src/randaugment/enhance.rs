@@ -18,6 +18,15 @@ fn blend(img: &mut [u8], degenerate: &[u8], alpha: f32) {
     }
 }
 
+/// `blend` with a constant degenerate image (contrast, brightness): no buffer.
+fn blend_const(img: &mut [u8], d: u8, alpha: f32) {
+    let inside = (0.0..=1.0).contains(&alpha);
+    for v in img.iter_mut() {
+        let t = d as i32 as f32 + alpha * (*v as i32 - d as i32) as f32;
+        *v = if inside { t as u8 } else if t <= 0.0 { 0 } else if t >= 255.0 { 255 } else { t as u8 };
+    }
+}
+
 /// The grey version of `img` (`convert("L")`), `[H*W]`.
 fn grey(img: &[u8], channels: usize, plane_len: usize) -> Vec<u8> {
     if channels == 1 {
@@ -40,14 +49,12 @@ pub fn color(img: &mut [u8], channels: usize, plane_len: usize, factor: f32) {
 pub fn contrast(img: &mut [u8], channels: usize, plane_len: usize, factor: f32) {
     let g = grey(img, channels, plane_len);
     let mean = (g.iter().map(|&v| v as f64).sum::<f64>() / plane_len as f64 + 0.5) as u8;
-    let degenerate = vec![mean; img.len()];
-    blend(img, &degenerate, factor);
+    blend_const(img, mean, factor);
 }
 
 /// `ImageEnhance.Brightness`: blend with black.
 pub fn brightness(img: &mut [u8], factor: f32) {
-    let degenerate = vec![0u8; img.len()];
-    blend(img, &degenerate, factor);
+    blend_const(img, 0, factor);
 }
 
 /// `ImageEnhance.Sharpness`: blend with `ImageFilter.SMOOTH` (3x3 kernel
