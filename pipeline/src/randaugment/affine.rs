@@ -9,6 +9,7 @@
 pub type Affine = [f64; 6];
 
 /// PIL's `BICUBIC` step between four samples.
+#[inline(always)]
 fn cubic(v1: f64, v2: f64, v3: f64, v4: f64, d: f64) -> f64 {
     let p1 = v2;
     let p2 = -v1 + v3;
@@ -27,6 +28,7 @@ struct Taps {
     dy: f64,
 }
 
+#[inline(always)]
 fn taps(h: usize, w: usize, xin: f64, yin: f64) -> Option<Taps> {
     if !(xin >= 0.0 && xin < w as f64 && yin >= 0.0 && yin < h as f64) {
         return None;
@@ -69,9 +71,19 @@ fn sample(plane: &[u8], w: usize, t: &Taps) -> u8 {
 
 /// `cubic` on up to four channels at once (the same operations in the same
 /// order per lane, so each lane's value is PIL's; the compiler vectorises it).
-#[inline]
+#[inline(always)]
 fn cubic4(v1: [f64; 4], v2: [f64; 4], v3: [f64; 4], v4: [f64; 4], d: f64) -> [f64; 4] {
     std::array::from_fn(|i| cubic(v1[i], v2[i], v3[i], v4[i], d))
+}
+
+/// One row of taps, all lanes.
+#[inline(always)]
+fn lane_row(src: &[[f64; 4]], w: usize, t: &Taps, yy: usize) -> [f64; 4] {
+    let r = &src[yy * w..(yy + 1) * w];
+    if t.dx == 0.0 {
+        return r[t.cols[1]];
+    }
+    cubic4(r[t.cols[0]], r[t.cols[1]], r[t.cols[2]], r[t.cols[3]], t.dx)
 }
 
 /// `img.transform(size, AFFINE, m, BICUBIC, fillcolor=fill)`.
@@ -111,14 +123,11 @@ fn transform_lanes(img: &mut [u8], channels: usize, h: usize, w: usize, m: &Affi
                 }
                 continue;
             };
-            let row = |yy: usize| {
-                let r = &src[yy * w..(yy + 1) * w];
-                if t.dx == 0.0 {
-                    return r[t.cols[1]];
-                }
-                cubic4(r[t.cols[0]], r[t.cols[1]], r[t.cols[2]], r[t.cols[3]], t.dx)
+            let v = if t.dy == 0.0 {
+                lane_row(src, w, &t, t.rows[1])
+            } else {
+                cubic4(lane_row(src, w, &t, t.rows[0]), lane_row(src, w, &t, t.rows[1]), lane_row(src, w, &t, t.rows[2]), lane_row(src, w, &t, t.rows[3]), t.dy)
             };
-            let v = if t.dy == 0.0 { row(t.rows[1]) } else { cubic4(row(t.rows[0]), row(t.rows[1]), row(t.rows[2]), row(t.rows[3]), t.dy) };
             for c in 0..channels {
                 img[c * plane + y * w + x] = to_u8(v[c]);
             }
