@@ -104,7 +104,7 @@ fn a_custom_patch_transform_trains_and_resumes_exactly() {
     assert_eq!(ha, hb);
     assert!(da == db, "the resumed run differs from the uninterrupted one");
     let metrics = std::fs::read_to_string(full.join("metrics.jsonl")).unwrap();
-    let losses: Vec<f64> = metrics.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?.get("loss")?.as_f64()).collect();
+    let losses = logged(&full, &["loss"]);
     assert_eq!(losses.len(), 12, "{metrics}");
     assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
 }

@@ -111,3 +111,16 @@ pub fn safetensors_parts(path: &Path) -> (serde_json::Value, Vec<u8>) {
     (serde_json::from_slice(&bytes[8..8 + n]).unwrap(), bytes[8 + n..].to_vec())
 }
 
+
+/// A number from every line of a run's `metrics.jsonl` that has it, at a
+/// JSON path (`&["loss"]`, `&["eval", "top1"]`).
+pub fn logged(run: &Path, key: &[&str]) -> Vec<f64> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            key.iter().try_fold(&v, |v, k| v.get(*k))?.as_f64()
+        })
+        .collect()
+}

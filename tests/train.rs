@@ -96,7 +96,7 @@ fn pack_pretrain_resume_finetune_probe_eval_reconstruct_export() {
     let bf16 = t.join("bf16");
     pre(&bf16, &["--stop-after", "4", "--set", "run.precision=\"bf16\"", "--set", "run.log_every=2"]);
     let m = std::fs::read_to_string(bf16.join("metrics.jsonl")).unwrap();
-    let losses: Vec<f64> = m.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?.get("loss")?.as_f64()).collect();
+    let losses = logged(&bf16, &["loss"]);
     assert_eq!(losses.len(), 2, "{m}");
     assert!(losses.iter().all(|l| l.is_finite()), "{m}");
 
@@ -223,11 +223,7 @@ fn simmim_pretrain_resume_reconstruct_finetune_eval() {
     assert!(!names.iter().any(|k| k.contains("decoder")), "SimMIM has no decoder: {names:?}");
     let recipe = std::fs::read_to_string(full.join("recipe.toml")).unwrap();
     assert!(recipe.contains("method = \"simmim\"") && recipe.contains("simmim_blocks"), "{recipe}");
-    let losses: Vec<f64> = std::fs::read_to_string(full.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?.get("loss")?.as_f64())
-        .collect();
+    let losses = logged(&full, &["loss"]);
     assert!(!losses.is_empty() && losses.iter().all(|l| l.is_finite() && *l > 0.0), "{losses:?}");
     assert!(full.join("reconstructions/sample-000000.png").is_file());
 
@@ -242,11 +238,7 @@ fn simmim_pretrain_resume_reconstruct_finetune_eval() {
     // With MAE's fine-tuning augmentations: RandAugment, random erasing, mixup and cutmix (soft targets).
     a.extend_from_slice(&["--set", "optim.epochs=1", "--set", "optim.batch_size=32", "--set", "data.reprob=0.25", "--set", "data.mixup=0.8", "--set", "data.cutmix=1.0", "--set", "data.aa=\"rand-m9-mstd0.5-inc1\""]);
     srmae(&a);
-    let ft_losses: Vec<f64> = std::fs::read_to_string(ft.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?.get("loss")?.as_f64())
-        .collect();
+    let ft_losses = logged(&ft, &["loss"]);
     assert!(!ft_losses.is_empty() && ft_losses.iter().all(|l| l.is_finite() && *l > 0.0), "{ft_losses:?}");
     let out = srmae(&["eval", "--checkpoint", p(&ft.join("checkpoint.safetensors")), "--test-res", "28,14"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("14 px"));
@@ -271,11 +263,7 @@ fn checkpoint_history_best_and_resume_from() {
     let exists = |f: &str| ft.join(f).is_file();
     assert!(!exists("checkpoint-1.safetensors") && exists("checkpoint-2.safetensors") && exists("checkpoint-3.safetensors"));
     let best: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(ft.join("best.json")).unwrap()).unwrap();
-    let tops: Vec<f64> = std::fs::read_to_string(ft.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?.get("eval")?.get("top1")?.as_f64())
-        .collect();
+    let tops = logged(&ft, &["eval", "top1"]);
     assert_eq!(tops.len(), 3);
     assert_eq!(best["top1"].as_f64().unwrap(), tops.iter().cloned().fold(f64::MIN, f64::max));
     assert!(exists("best.safetensors"));

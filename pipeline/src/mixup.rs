@@ -109,24 +109,27 @@ impl Mixup {
     pub fn apply(&self, images: &mut [u8], labels: &[u32], soft: &mut [f32], len: usize, channels: usize, size: usize, rng: &mut SampleRng) -> Mixed {
         let mixed = self.draw(size, size, rng);
         let n = channels * size * size;
-        let source: Vec<u8> = images[..len * n].to_vec();
-        match mixed {
-            Mixed::None => {}
-            Mixed::Mixup { lam } => {
-                for i in 0..len {
-                    let other = &source[(len - 1 - i) * n..(len - i) * n];
-                    for (v, &o) in images[i * n..(i + 1) * n].iter_mut().zip(other) {
-                        *v = (lam * *v as f64 + (1.0 - lam) * o as f64).round() as u8;
+        // Image i and its mirror j = B-1-i read each other's original values, so
+        // each pair is mixed in place, without a copy of the batch (the middle
+        // image of an odd batch is its own mirror and stays as it is).
+        for i in 0..len / 2 {
+            let j = len - 1 - i;
+            let (head, tail) = images.split_at_mut(j * n);
+            let (a, b) = (&mut head[i * n..(i + 1) * n], &mut tail[..n]);
+            match mixed {
+                Mixed::None => break,
+                Mixed::Mixup { lam } => {
+                    for (u, v) in a.iter_mut().zip(b.iter_mut()) {
+                        let (x, y) = (*u as f64, *v as f64);
+                        *u = (lam * x + (1.0 - lam) * y).round() as u8;
+                        *v = (lam * y + (1.0 - lam) * x).round() as u8;
                     }
                 }
-            }
-            Mixed::Cutmix { y0, y1, x0, x1, .. } => {
-                for i in 0..len {
-                    let j = len - 1 - i;
+                Mixed::Cutmix { y0, y1, x0, x1, .. } => {
                     for c in 0..channels {
                         for y in y0..y1 {
                             let row = (c * size + y) * size;
-                            images[i * n + row + x0..i * n + row + x1].copy_from_slice(&source[j * n + row + x0..j * n + row + x1]);
+                            a[row + x0..row + x1].swap_with_slice(&mut b[row + x0..row + x1]);
                         }
                     }
                 }

@@ -38,22 +38,28 @@ pub fn load_encoder(path: &Path, varmap: &VarMap, enc: &VitConfig, dev: &Device)
     }
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let st = safetensors::SafeTensors::deserialize(&bytes).with_context(|| format!("{}: not a safetensors file", path.display()))?;
+    set_variables(path, varmap, |name, _| match st.tensor(&format!("model.{name}")) {
+        Ok(view) => Ok(Some(view.load(dev)?)),
+        Err(_) if name.starts_with("head.") || name.starts_with("fc_norm.") => Ok(None),
+        Err(_) => bail!("{}: no {name}: not a checkpoint of this encoder", path.display()),
+    })
+}
+
+/// Sets each variable of `varmap`, in name order, to what `fetch(name,
+/// shape)` gives: a tensor (its shape checked), or None to leave it at its
+/// initial value. Returns the names left so.
+pub(crate) fn set_variables(path: &Path, varmap: &VarMap, mut fetch: impl FnMut(&str, &[usize]) -> Result<Option<Tensor>>) -> Result<Vec<String>> {
     let mut kept = Vec::new();
     let data = varmap.data().lock().expect("varmap lock");
     let mut names: Vec<&String> = data.keys().collect();
     names.sort();
     for name in names {
         let var = &data[name];
-        match st.tensor(&format!("model.{name}")) {
-            Ok(view) => {
-                let t = view.load(dev)?;
-                if t.dims() != var.as_tensor().dims() {
-                    bail!("{}: {name} has shape {:?}, the model {:?} (different encoder size?)", path.display(), t.dims(), var.as_tensor().dims());
-                }
-                var.set(&t)?;
-            }
-            Err(_) if name.starts_with("head.") || name.starts_with("fc_norm.") => kept.push(name.clone()),
-            Err(_) => bail!("{}: no {name}: not a checkpoint of this encoder", path.display()),
+        let want = var.as_tensor().dims();
+        match fetch(name, want)? {
+            Some(t) if t.dims() == want => var.set(&t)?,
+            Some(t) => bail!("{}: {name} has shape {:?}, the model {want:?} (different encoder size?)", path.display(), t.dims()),
+            None => kept.push(name.clone()),
         }
     }
     Ok(kept)

@@ -36,32 +36,57 @@ pub fn timm_name(e: &VitConfig) -> Option<String> {
     (e.in_chans == 3).then(|| format!("vit_{size}_patch{}_{}", e.patch, e.img_size))
 }
 
-/// A safetensors file's metadata and tensor names.
-fn header(path: &Path) -> Result<(HashMap<String, String>, Vec<String>)> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).with_context(|| format!("{}: not a safetensors file", path.display()))?;
-    let names = meta.tensors().keys().cloned().collect();
-    Ok((meta.metadata().clone().unwrap_or_default(), names))
+/// A safetensors file's metadata and tensor shapes, from its header alone
+/// (a checkpoint of a large model is not read in full to tell its format).
+struct Header {
+    metadata: HashMap<String, String>,
+    shapes: HashMap<String, Vec<usize>>,
+}
+
+fn header(path: &Path) -> Result<Header> {
+    use std::io::Read;
+    let bad = || format!("{}: not a safetensors file", path.display());
+    let mut f = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).with_context(bad)?;
+    let n = u64::from_le_bytes(len);
+    if n > 100 << 20 {
+        bail!("{}: a {n}-byte header", bad());
+    }
+    let mut text = vec![0u8; n as usize];
+    f.read_exact(&mut text).with_context(bad)?;
+    let json: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&text).with_context(bad)?;
+    let mut h = Header { metadata: HashMap::new(), shapes: HashMap::new() };
+    for (name, v) in json {
+        if name == "__metadata__" {
+            h.metadata = serde_json::from_value(v).with_context(bad)?;
+        } else {
+            let shape = v.get("shape").cloned().map(serde_json::from_value::<Vec<usize>>).transpose().with_context(bad)?;
+            h.shapes.insert(name, shape.unwrap_or_default());
+        }
+    }
+    Ok(h)
 }
 
 /// Whether `path` holds timm-named ViT weights (not an srmae run checkpoint).
 pub fn is_timm_file(path: &Path) -> Result<bool> {
-    let (meta, names) = header(path)?;
-    Ok(meta.get("format").is_some_and(|f| f == FORMAT)
-        || (!names.iter().any(|n| n.starts_with("model.")) && names.iter().any(|n| n == "patch_embed.proj.weight")))
+    let h = header(path)?;
+    Ok(h.metadata.get("format").is_some_and(|f| f == FORMAT)
+        || (!h.shapes.keys().any(|n| n.starts_with("model.")) && h.shapes.contains_key("patch_embed.proj.weight")))
 }
 
 /// The encoder of a timm-named file: from its metadata (as `export` writes
 /// it), else from the tensor shapes, with `heads` (which shapes do not say)
 /// from `hint` (the recipe's encoder).
 pub fn timm_encoder(path: &Path, hint: Option<&VitConfig>) -> Result<VitConfig> {
-    let (meta, names) = header(path)?;
-    let num = |k: &str| meta.get(k).and_then(|v| v.parse::<usize>().ok());
-    let tensors = srmae_model::candle::safetensors::load(path, &Device::Cpu).with_context(|| format!("reading {}", path.display()))?;
-    let w = tensors.get("patch_embed.proj.weight").with_context(|| format!("{}: no patch_embed.proj.weight", path.display()))?;
-    let (dim, in_chans, patch, _) = w.dims4().with_context(|| format!("{}: patch_embed.proj.weight is not a [D, C, p, p] convolution", path.display()))?;
-    let depth = names.iter().filter_map(|n| n.strip_prefix("blocks.")?.split('.').next()?.parse::<usize>().ok()).max().map_or(0, |d| d + 1);
-    let grid_tokens = tensors.get("pos_embed").map(|p| p.dim(1)).transpose()?.map(|n| n - 1);
+    let h = header(path)?;
+    let num = |k: &str| h.metadata.get(k).and_then(|v| v.parse::<usize>().ok());
+    let w = h.shapes.get("patch_embed.proj.weight").with_context(|| format!("{}: no patch_embed.proj.weight", path.display()))?;
+    let &[dim, in_chans, patch, _] = w.as_slice() else {
+        bail!("{}: patch_embed.proj.weight is not a [D, C, p, p] convolution", path.display())
+    };
+    let depth = h.shapes.keys().filter_map(|n| n.strip_prefix("blocks.")?.split('.').next()?.parse::<usize>().ok()).max().map_or(0, |d| d + 1);
+    let grid_tokens = h.shapes.get("pos_embed").and_then(|p| p.get(1)).map(|n| n - 1);
     let img_size = match (num("img_size"), grid_tokens) {
         (Some(s), _) => s,
         (None, Some(l)) => ((l as f64).sqrt().round() as usize) * patch,
@@ -72,7 +97,7 @@ pub fn timm_encoder(path: &Path, hint: Option<&VitConfig>) -> Result<VitConfig> 
         (None, Some(h)) => h.heads,
         (None, None) => bail!("{}: timm weights without num_heads metadata: give the encoder in the recipe (model.encoder)", path.display()),
     };
-    let mlp_hidden = tensors.get("blocks.0.mlp.fc1.weight").map(|t| t.dim(0)).transpose()?.unwrap_or(4 * dim);
+    let mlp_hidden = h.shapes.get("blocks.0.mlp.fc1.weight").and_then(|s| s.first().copied()).unwrap_or(4 * dim);
     Ok(VitConfig { img_size, patch, in_chans, dim, depth, heads, mlp_ratio: mlp_hidden as f64 / dim as f64, drop_path: 0.0 })
 }
 
@@ -93,39 +118,24 @@ pub fn load_timm_encoder(path: &Path, varmap: &VarMap, enc: &VitConfig, dev: &De
             );
         }
     }
-    let mut kept = Vec::new();
-    let data = varmap.data().lock().expect("varmap lock");
-    let mut names: Vec<&String> = data.keys().collect();
-    names.sort();
-    for name in names {
-        let var = &data[name];
-        let loaded = match st.tensor(name) {
-            Ok(view) => Some(view.load(dev)?),
-            Err(_) => None,
-        };
-        let t = match (name.as_str(), loaded) {
-            ("patch_embed.proj.weight", Some(t)) => {
-                // [D, C, p, p] -> [D, p, p, C] -> [D, p*p*C] (patchify's order)
-                t.permute((0, 2, 3, 1))?.contiguous()?.reshape((enc.dim, enc.patch_dim()))?
-            }
-            (_, Some(t)) => t,
+    let global_pool = st.tensor("fc_norm.weight").is_ok();
+    crate::classify::set_variables(path, varmap, |name, want| {
+        let Ok(view) = st.tensor(name) else {
             // The head is new for a new task; timm's global-pool models have no final `norm`.
-            (n, None) if n.starts_with("head.") || n.starts_with("fc_norm.") || (n.starts_with("norm.") && st.tensor("fc_norm.weight").is_ok()) => {
-                kept.push(name.clone());
-                continue;
+            if name.starts_with("head.") || name.starts_with("fc_norm.") || (name.starts_with("norm.") && global_pool) {
+                return Ok(None);
             }
-            (n, None) => bail!("{}: no {n}: not the weights of this encoder", path.display()),
+            bail!("{}: no {name}: not the weights of this encoder", path.display())
         };
-        if t.dims() != var.as_tensor().dims() {
-            if name.starts_with("head.") {
-                kept.push(name.clone()); // another number of classes: a new head
-                continue;
-            }
-            bail!("{}: {name} has shape {:?}, the model {:?} (different encoder size?)", path.display(), t.dims(), var.as_tensor().dims());
-        }
-        var.set(&t)?;
-    }
-    Ok(kept)
+        let t = view.load(dev)?;
+        Ok(match name {
+            // [D, C, p, p] -> [D, p, p, C] -> [D, p*p*C] (patchify's order)
+            "patch_embed.proj.weight" => Some(t.permute((0, 2, 3, 1))?.contiguous()?.reshape((enc.dim, enc.patch_dim()))?),
+            // Another number of classes: a new head.
+            n if n.starts_with("head.") && t.dims() != want => None,
+            _ => Some(t),
+        })
+    })
 }
 
 /// The timm state dict of an srmae checkpoint: names -> tensors, and metadata.
