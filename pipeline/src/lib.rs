@@ -27,7 +27,7 @@ pub use config::{CorruptPolicy, LoaderConfig, LoaderState};
 pub use erasing::RandomErasing;
 pub use mixup::Mixup;
 pub use randaugment::RandAugment;
-pub use loader::{Loader, LoaderError};
+pub use loader::{Loader, LoaderError, Next};
 pub use order::{RankPolicy, Shuffle};
 pub use sample::SampleError;
 pub use transforms::{ClueFilter, PatchConfig, PatchConfigError, PatchLayout, PatchTransform};

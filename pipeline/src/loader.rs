@@ -23,9 +23,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use crossbeam::channel::{bounded, unbounded, Receiver, Sender};
+use crossbeam::channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender};
 use srmae_datasets::PackedDataset;
 
 use crate::batch::{Batch, BatchData};
@@ -210,27 +210,51 @@ impl Loader {
     pub fn metrics(&self) -> MetricsSnapshot {
         self.shared.metrics.snapshot()
     }
+
+    /// Stops the workers (joining them) and returns the final counters.
+    pub fn finish(self) -> MetricsSnapshot {
+        let shared = self.shared.clone();
+        drop(self);
+        shared.metrics.snapshot()
+    }
 }
 
-impl Iterator for Loader {
-    type Item = Result<Batch, LoaderError>;
+/// What `Loader::next_within` saw.
+#[derive(Debug)]
+pub enum Next {
+    /// The next batch of the epoch (or the error in its place).
+    Ready(Result<Batch, LoaderError>),
+    /// No batch arrived within the wait; call again.
+    Waiting,
+    /// The epoch has no more batches.
+    End,
+}
 
-    fn next(&mut self) -> Option<Self::Item> {
+impl Loader {
+    /// The next batch, waiting at most `wait` for it: a caller that must
+    /// stay responsive while workers fill a batch (a Python binding checking
+    /// for Ctrl-C, a UI) polls this instead of blocking in `next()`.
+    pub fn next_within(&mut self, wait: Duration) -> Next {
         let k = self.next_yield;
         if k >= self.shared.num_batches {
-            return None;
+            return Next::End;
         }
         let m = &self.shared.metrics;
         let t = Instant::now();
+        let deadline = t + wait;
         let out = loop {
             if let Some(b) = self.pending.remove(&k) {
                 break b;
             }
-            match self.ready_rx.recv() {
+            match self.ready_rx.recv_deadline(deadline) {
                 Ok((i, b)) => {
                     self.pending.insert(i, b);
                 }
-                Err(_) => break Err(LoaderError::Stopped(k)),
+                Err(RecvTimeoutError::Timeout) => {
+                    m.consumer_wait_ns.fetch_add(t.elapsed().as_nanos() as u64, Relaxed);
+                    return Next::Waiting;
+                }
+                Err(RecvTimeoutError::Disconnected) => break Err(LoaderError::Stopped(k)),
             }
         };
         m.consumer_wait_ns.fetch_add(t.elapsed().as_nanos() as u64, Relaxed);
@@ -240,7 +264,21 @@ impl Iterator for Loader {
         if let Some(tx) = &self.token_tx {
             let _ = tx.send(());
         }
-        Some(out)
+        Next::Ready(out)
+    }
+}
+
+impl Iterator for Loader {
+    type Item = Result<Batch, LoaderError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            match self.next_within(Duration::from_secs(3600)) {
+                Next::Ready(b) => return Some(b),
+                Next::End => return None,
+                Next::Waiting => continue,
+            }
+        }
     }
 }
 

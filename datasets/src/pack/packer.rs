@@ -192,8 +192,10 @@ pub fn pack(
     pack_with_stop(source, info, split, out, opts, progress, &STOP)
 }
 
-/// `pack` with its own stop flag (tests; `pack` uses the one `request_stop` sets).
-fn pack_with_stop(
+/// `pack` with its own stop flag, for callers that run several packs or
+/// stop one from their own interrupt handling (the Python binding; tests).
+/// `pack` uses the process-wide flag that `request_stop` sets.
+pub fn pack_with_stop(
     source: &dyn Source,
     info: SourceInfo,
     split: &str,

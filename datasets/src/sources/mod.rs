@@ -84,6 +84,15 @@ impl SourceKind {
         })
     }
 
+    /// The record encoding `auto` means: raw pixels for sources that store
+    /// pixels (IDX, CIFAR, FER2013), the original JPEG bytes for image files.
+    pub fn default_encoding(self) -> crate::Encoding {
+        match self {
+            SourceKind::Idx | SourceKind::Cifar10 | SourceKind::Cifar100 | SourceKind::Fer2013 => crate::Encoding::Raw,
+            SourceKind::ImageNet | SourceKind::Folder => crate::Encoding::Jpeg,
+        }
+    }
+
     /// Guesses the reader from what `path` holds.
     pub fn detect(path: &Path) -> Result<SourceKind> {
         if path.is_file() {

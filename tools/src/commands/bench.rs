@@ -26,7 +26,9 @@ Examples:
   srmae bench read data/photos --threads 1 --limit 2000
   srmae bench loader data/photos --threads 2 --batch 64 --size 224 --mode srmae
   srmae bench synth /tmp/synth-1m --records 1000000 && srmae bench loader /tmp/synth-1m --size 28 --patch 4 --channels 1
-  srmae bench loader data/fmnist-train --size 28 --patch 4 --channels 1 --mode mae --json")]
+  srmae bench loader data/fmnist-train --size 28 --patch 4 --channels 1 --mode mae --json
+  # a configuration saved from Python (json.dump(srmae.Loader(...).config, f)), batches dumped
+  srmae bench loader data/fmnist-test --config loader.json --batches 3 --warmup 0 --dump /tmp/batches")]
 pub struct BenchArgs {
     #[command(subcommand)]
     what: BenchWhat,
@@ -110,6 +112,15 @@ enum BenchWhat {
         /// Print one JSON line instead of a table.
         #[arg(long)]
         json: bool,
+        /// Take the whole loader configuration from this JSON file (a
+        /// `LoaderConfig`, e.g. `srmae.Loader(...).config` from Python)
+        /// instead of --mode and the options above.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Also write every batch's fields, raw little-endian, to
+        /// DIR/e{epoch}-b{index}.{field}.bin (to compare loaders batch for batch).
+        #[arg(long)]
+        dump: Option<PathBuf>,
     },
     /// Read every record: access only, access + checksum, access + checksum + decode.
     Read {
@@ -143,7 +154,14 @@ pub fn run(a: BenchArgs) -> Result<()> {
             fast_decode,
             channels,
             json,
+            config,
+            dump,
         } => {
+            if let Some(path) = config {
+                let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+                let cfg: LoaderConfig = serde_json::from_str(&text).with_context(|| format!("{}: not a loader configuration", path.display()))?;
+                return bench_loader(dir, cfg, batches, warmup, "config", json, dump.as_deref());
+            }
             let mut cfg = match mode {
                 LoaderMode::Eval => LoaderConfig::eval(size, batch),
                 LoaderMode::Finetune => {
@@ -173,7 +191,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             cfg.partial_decode = !full_decode;
             cfg.fast_decode = fast_decode;
             cfg.channels = channels;
-            bench_loader(dir, cfg, batches, warmup, &format!("{mode:?}").to_lowercase(), json)
+            bench_loader(dir, cfg, batches, warmup, &format!("{mode:?}").to_lowercase(), json, dump.as_deref())
         }
     }
 }
@@ -244,7 +262,32 @@ fn synth(out: PathBuf, records: u64, size: u32) -> Result<()> {
     Ok(())
 }
 
-fn bench_loader(dir: PathBuf, cfg: LoaderConfig, batches: Option<u64>, warmup: u64, mode: &str, json: bool) -> Result<()> {
+/// Writes each field of `b` to `dir/e{epoch}-b{index}.{field}.bin`.
+fn dump_batch(dir: &std::path::Path, b: &srmae_pipeline::Batch) -> Result<()> {
+    fn le<T: Copy, const N: usize>(v: &[T], f: fn(T) -> [u8; N]) -> Vec<u8> {
+        v.iter().flat_map(|&x| f(x)).collect()
+    }
+    let fields: [(&str, Vec<u8>); 10] = [
+        ("images", b.images().to_vec()),
+        ("labels", le(b.labels(), u32::to_le_bytes)),
+        ("sample_ids", le(b.sample_ids(), u64::to_le_bytes)),
+        ("visible", le(b.visible(), u32::to_le_bytes)),
+        ("clue_ids", le(b.clue_ids(), u32::to_le_bytes)),
+        ("clue_pixels", b.clue_pixels().to_vec()),
+        ("hidden", le(b.hidden(), u32::to_le_bytes)),
+        ("restore", le(b.restore(), u32::to_le_bytes)),
+        ("mask", b.mask().to_vec()),
+        ("soft_labels", le(b.soft_labels(), f32::to_le_bytes)),
+    ];
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for (name, bytes) in fields {
+        let path = dir.join(format!("e{}-b{:05}.{name}.bin", b.epoch, b.index));
+        std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn bench_loader(dir: PathBuf, cfg: LoaderConfig, batches: Option<u64>, warmup: u64, mode: &str, json: bool, dump: Option<&std::path::Path>) -> Result<()> {
     let ds = Arc::new(PackedDataset::open(&dir).with_context(|| format!("opening {}", dir.display()))?);
     let threads = cfg.threads;
     let mut epoch = 0;
@@ -256,7 +299,11 @@ fn bench_loader(dir: PathBuf, cfg: LoaderConfig, batches: Option<u64>, warmup: u
     let mut next = |loader: &mut Loader| -> Result<usize> {
         loop {
             if let Some(b) = loader.next() {
-                return Ok(b?.len);
+                let b = b?;
+                if let Some(d) = dump {
+                    dump_batch(d, &b)?;
+                }
+                return Ok(b.len);
             }
             epoch += 1;
             *loader = make(epoch)?;

@@ -114,10 +114,9 @@ pub fn run(a: PackArgs) -> Result<()> {
         KindArg::Cifar100 => SourceKind::Cifar100,
         KindArg::Fer2013 => SourceKind::Fer2013,
     };
-    let pixel_source = matches!(kind, SourceKind::Idx | SourceKind::Cifar10 | SourceKind::Cifar100 | SourceKind::Fer2013);
     let encoding = match a.encoding {
-        EncodingArg::Auto if pixel_source => Encoding::Raw,
-        EncodingArg::Auto | EncodingArg::Jpeg => Encoding::Jpeg,
+        EncodingArg::Auto => kind.default_encoding(),
+        EncodingArg::Jpeg => Encoding::Jpeg,
         EncodingArg::Raw => Encoding::Raw,
     };
     let opts = PackOptions {
