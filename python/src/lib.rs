@@ -1,7 +1,7 @@
 //! srmae for Python: packed datasets (`Dataset`), the streaming loader
 //! (`Loader`, batches as numpy arrays that `torch.from_numpy` wraps
 //! without a copy) and the packer (`pack`), built into the `srmae` wheel
-//! (`srmae._srmae`; the pure-Python part is `python/srmae/`).
+//! (`srmae._srmae`; the pure-Python part is `python/python/srmae/`).
 //! No deep-learning framework is linked: PyTorch (or JAX, or NumPy) code
 //! takes the arrays.
 
