@@ -393,3 +393,24 @@ fn erasing_and_mixup_are_deterministic_and_resume_exactly() {
     assert!(Loader::new(ds.clone(), plain.clone()).unwrap().next().unwrap().unwrap().soft_labels().is_empty());
     assert_ne!(plain.fingerprint(), cfg(1).fingerprint());
 }
+
+#[test]
+fn next_within_polls_and_yields_the_batches_next_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ds = Arc::new(PackedDataset::open(&pack_fmnist_test(tmp.path())).unwrap());
+    let cfg = LoaderConfig { threads: 2, channels: 1, patch: PatchConfig::srmae(4), ..LoaderConfig::pretrain(28, 4, 500) };
+    let expected: Vec<Vec<u64>> = Loader::new(ds.clone(), cfg.clone()).unwrap().map(|b| b.unwrap().sample_ids().to_vec()).collect();
+    let mut loader = Loader::new(ds, cfg).unwrap();
+    let (mut got, mut waits) = (Vec::new(), 0);
+    loop {
+        match loader.next_within(Duration::ZERO) {
+            srmae_pipeline::Next::Ready(b) => got.push(b.unwrap().sample_ids().to_vec()),
+            srmae_pipeline::Next::Waiting => waits += 1,
+            srmae_pipeline::Next::End => break,
+        }
+    }
+    // Polling with no wait returns `Waiting` until each batch is ready
+    // (how often depends on the machine), and never changes the batches.
+    assert_eq!(got, expected, "after {waits} empty polls");
+    assert!(matches!(loader.next_within(Duration::ZERO), srmae_pipeline::Next::End));
+}

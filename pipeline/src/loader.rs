@@ -219,7 +219,8 @@ impl Loader {
     }
 }
 
-/// What `Loader::next_within` saw.
+/// What `Loader::next_within` saw (a batch is moved out whole, as `next()` does).
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Next {
     /// The next batch of the epoch (or the error in its place).

@@ -77,7 +77,7 @@ impl Preset {
 
 /// The patch transform `preset` at model patch `patch` for `size`-pixel images.
 pub fn patch_config(preset: &Preset, patch: usize, size: u32) -> PyResult<PatchConfig> {
-    let grid = if patch > 0 { size as usize / patch } else { 0 };
+    let grid = (size as usize).checked_div(patch).unwrap_or(0);
     let base = match preset.kind() {
         "srmae" | "srmae_clues" => PatchConfig::srmae(patch),
         "mae" | "mae_random" => PatchConfig::MaeRandom { patch, mask_ratio: 0.75 },
