@@ -4,6 +4,8 @@
 # environment:
 #   scripts/python.sh            # into .venv (then: source .venv/bin/activate)
 #   scripts/python.sh VENV       # into VENV
+#   PROFILE=dev scripts/python.sh VENV   # unoptimised workspace crates, reusing
+#                                        # `cargo test`'s build (./test.sh; not for speed)
 # The wheel is left in target/wheels/ for other environments (pip install it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +15,6 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/python" -m pip install -q --disable-pip-version-check "maturin>=1.9.4,<2" "numpy>=1.21" "pytest>=7"
 rm -f target/wheels/srmae-*.whl
-"$venv/bin/maturin" build --release --locked -m python/Cargo.toml -o target/wheels
+"$venv/bin/maturin" build --profile "${PROFILE:-release}" --locked -m python/Cargo.toml -o target/wheels
 "$venv/bin/python" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps target/wheels/srmae-*.whl
 "$venv/bin/python" -c "import srmae; print('srmae', srmae.__version__, 'installed in $venv')"

@@ -260,7 +260,7 @@ import os, signal, sys, threading, time
 import srmae
 ds = srmae.Dataset(sys.argv[1])
 # Slow batches: 448 px, RandAugment, one worker, nothing prefetched ahead.
-loader = srmae.Loader(ds, 96, size=448, patch=16, augment="resize", transform=None,
+loader = srmae.Loader(ds, 32, size=448, patch=16, augment="resize", transform=None,
                       aa="rand-m9-mstd0.5-inc1", threads=1, prefetch=1)
 t = time.monotonic(); next(loader); next(loader); per_batch = (time.monotonic() - t) / 2
 for _ in range(3):

@@ -28,13 +28,26 @@ struct Taps {
     dy: f64,
 }
 
+/// `v.floor()` for the finite values `taps` sees (|v| < 2^52), without
+/// the libm call that a build without SSE4.1's `roundsd` makes: truncate,
+/// then step down where truncation went up (negative fractions). Exact.
+#[inline(always)]
+fn floor(v: f64) -> f64 {
+    let t = v as i64 as f64;
+    if t > v {
+        t - 1.0
+    } else {
+        t
+    }
+}
+
 #[inline(always)]
 fn taps(h: usize, w: usize, xin: f64, yin: f64) -> Option<Taps> {
     if !(xin >= 0.0 && xin < w as f64 && yin >= 0.0 && yin < h as f64) {
         return None;
     }
     let (xin, yin) = (xin - 0.5, yin - 0.5);
-    let (xf, yf) = (xin.floor(), yin.floor());
+    let (xf, yf) = (floor(xin), floor(yin));
     let (x, y) = (xf as i64 - 1, yf as i64 - 1);
     let clip = |v: i64, n: usize| v.clamp(0, n as i64 - 1) as usize;
     let cols = [clip(x, w), clip(x + 1, w), clip(x + 2, w), clip(x + 3, w)];
@@ -51,13 +64,13 @@ fn taps(h: usize, w: usize, xin: f64, yin: f64) -> Option<Taps> {
 /// (`p1 + 0 * (...)`), so shears and translations, whose offsets are zero
 /// along one axis, skip the other three rows or columns: same values, a
 /// quarter of the work.
-fn sample(plane: &[u8], w: usize, t: &Taps) -> u8 {
+fn sample<T: Copy + Into<f64>>(plane: &[T], w: usize, t: &Taps) -> u8 {
     let row = |yy: usize| {
         let r = &plane[yy * w..(yy + 1) * w];
         if t.dx == 0.0 {
-            return r[t.cols[1]] as f64;
+            return r[t.cols[1]].into();
         }
-        cubic(r[t.cols[0]] as f64, r[t.cols[1]] as f64, r[t.cols[2]] as f64, r[t.cols[3]] as f64, t.dx)
+        cubic(r[t.cols[0]].into(), r[t.cols[1]].into(), r[t.cols[2]].into(), r[t.cols[3]].into(), t.dx)
     };
     let v = if t.dy == 0.0 { row(t.rows[1]) } else { cubic(row(t.rows[0]), row(t.rows[1]), row(t.rows[2]), row(t.rows[3]), t.dy) };
     if v <= 0.0 {
@@ -69,6 +82,17 @@ fn sample(plane: &[u8], w: usize, t: &Taps) -> u8 {
     }
 }
 
+/// Output pixel `(x, y)` over `[C, H, W]` planes of any sample type: each
+/// channel's value (`channels` <= 4), or None outside the input.
+pub(super) fn sample_pixel<T: Copy + Into<f64>>(planes: &[T], channels: usize, h: usize, w: usize, m: &Affine, x: usize, y: usize) -> [Option<u8>; 4] {
+    let (xo, yo) = (x as f64 + 0.5, y as f64 + 0.5);
+    let t = taps(h, w, m[0] * xo + m[1] * yo + m[2], m[3] * xo + m[4] * yo + m[5]);
+    std::array::from_fn(|c| match (&t, c < channels) {
+        (Some(t), true) => Some(sample(&planes[c * h * w..(c + 1) * h * w], w, t)),
+        _ => None,
+    })
+}
+
 /// `cubic` on up to four channels at once (the same operations in the same
 /// order per lane, so each lane's value is PIL's; the compiler vectorises it).
 #[inline(always)]
@@ -76,14 +100,16 @@ fn cubic4(v1: [f64; 4], v2: [f64; 4], v3: [f64; 4], v4: [f64; 4], d: f64) -> [f6
     std::array::from_fn(|i| cubic(v1[i], v2[i], v3[i], v4[i], d))
 }
 
-/// One row of taps, all lanes.
+/// One row of taps, all lanes (u8 -> f64 is exact, so converting at the
+/// load gives the values a f64 source would).
 #[inline(always)]
-fn lane_row(src: &[[f64; 4]], w: usize, t: &Taps, yy: usize) -> [f64; 4] {
+fn lane_row(src: &[[u8; 4]], w: usize, t: &Taps, yy: usize) -> [f64; 4] {
     let r = &src[yy * w..(yy + 1) * w];
+    let f = |px: [u8; 4]| px.map(f64::from);
     if t.dx == 0.0 {
-        return r[t.cols[1]];
+        return f(r[t.cols[1]]);
     }
-    cubic4(r[t.cols[0]], r[t.cols[1]], r[t.cols[2]], r[t.cols[3]], t.dx)
+    cubic4(f(r[t.cols[0]]), f(r[t.cols[1]]), f(r[t.cols[2]]), f(r[t.cols[3]]), t.dx)
 }
 
 /// `img.transform(size, AFFINE, m, BICUBIC, fillcolor=fill)`.
@@ -93,24 +119,30 @@ pub fn transform(img: &mut [u8], channels: usize, h: usize, w: usize, m: &Affine
     }
     SCRATCH.with(|cell| {
         let mut src = cell.borrow_mut();
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2 (checked just above).
+            return unsafe { super::affine_simd::transform(img, channels, h, w, m, fill, super::affine_simd::axis_of(m)) };
+        }
         transform_lanes(img, channels, h, w, m, fill, &mut src)
     })
 }
 
 thread_local! {
-    /// The pixel-major source of `transform`, reused (1.6 MB at 224 px: a
-    /// fresh allocation per image costs the kernel's page zeroing).
-    static SCRATCH: std::cell::RefCell<Vec<[f64; 4]>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// The pixel-major source of `transform`, reused (four u8 lanes per
+    /// pixel, 200 KB at 224 px: it stays in L2 while rotated rows walk it).
+    static SCRATCH: std::cell::RefCell<Vec<[u8; 4]>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-fn transform_lanes(img: &mut [u8], channels: usize, h: usize, w: usize, m: &Affine, fill: &[u8], src: &mut Vec<[f64; 4]>) {
+#[inline(always)]
+fn transform_lanes(img: &mut [u8], channels: usize, h: usize, w: usize, m: &Affine, fill: &[u8], src: &mut Vec<[u8; 4]>) {
     // The source pixel-major, four lanes per pixel: one load per tap for all channels.
     let plane = h * w;
     src.clear();
-    src.resize(plane, [0f64; 4]);
+    src.resize(plane, [0u8; 4]);
     for (i, px) in src.iter_mut().enumerate() {
         for (c, lane) in px.iter_mut().enumerate().take(channels) {
-            *lane = img[c * plane + i] as f64;
+            *lane = img[c * plane + i];
         }
     }
     let to_u8 = |v: f64| if v <= 0.0 { 0 } else if v >= 255.0 { 255 } else { v as u8 };
@@ -156,19 +188,59 @@ fn transform_planes(img: &mut [u8], channels: usize, h: usize, w: usize, m: &Aff
 mod lane_tests {
     use super::*;
 
-    /// The four-lane form gives the channel-by-channel values, on a larger image
+    /// The four-lane form (the build without AVX2) gives the channel-by-channel values, on a larger image
     /// and every kind of matrix.
+    #[test]
+    fn floor_is_exact() {
+        for v in [-0.5, -0.25, -0.0, 0.0, 0.25, 0.999_999_999_999, 1.0, 17.5, 223.999, -1e-300, 1e-300, 4.0e15 + 0.5] {
+            assert_eq!(floor(v), v.floor(), "{v}");
+        }
+    }
+
+    /// The AVX2 path gives the channel-by-channel values for every kind of
+    /// matrix, on widths that leave a tail and offsets that push pixels
+    /// outside, along the matrix's own axis and along both.
+    #[test]
+    fn simd_matches_planes() {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            use super::super::affine_simd::{axis_of, transform as simd, Axis};
+            for (h, w) in [(53, 47), (224, 224), (9, 5), (3, 4)] {
+                let img: Vec<u8> = (0..3 * h * w).map(|i| ((i * 97 + i / 5 * 13) % 256) as u8).collect();
+                let ms = [
+                    shear_x(-0.3), shear_x(0.17), shear_y(0.3), shear_y(-0.21), translate_x(5.5), translate_x(-13.37),
+                    translate_y(-9.25), translate_y(2.0), translate_x(0.0), translate_x(1e6),
+                    rotation(29.3, h, w), rotation(-4.1, h, w), rotation(90.0, h, w), rotation(0.0, h, w),
+                ];
+                for m in ms {
+                    let axis = axis_of(&m);
+                    for along in [axis, Axis::Both] {
+                        for channels in [1, 3] {
+                            let (mut a, mut b) = (img[..channels * h * w].to_vec(), img[..channels * h * w].to_vec());
+                            // SAFETY: AVX2 is available (checked above).
+                            unsafe { simd(&mut a, channels, h, w, &m, &[7, 8, 9], along) };
+                            transform_planes(&mut b, channels, h, w, &m, &[7, 8, 9]);
+                            assert_eq!(a, b, "{m:?} {h}x{w} c{channels} {along:?}");
+                        }
+                    }
+                }
+            }
+            assert_eq!(axis_of(&rotation(10.0, 20, 20)), Axis::Both);
+            assert_eq!(axis_of(&shear_y(0.1)), Axis::Y);
+        }
+    }
+
     #[test]
     fn lanes_match_planes() {
         let (h, w) = (37, 41);
         let img: Vec<u8> = (0..3 * h * w).map(|i| ((i * 73 + i / 7 * 11) % 256) as u8).collect();
         for m in [rotation(-23.7, h, w), rotation(11.0, h, w), shear_x(0.21), shear_y(-0.17), translate_x(-7.3), translate_y(4.6)] {
             let (mut a, mut b) = (img.clone(), img.clone());
-            transform(&mut a, 3, h, w, &m, &[1, 2, 3]);
+            transform_lanes(&mut a, 3, h, w, &m, &[1, 2, 3], &mut Vec::new());
             transform_planes(&mut b, 3, h, w, &m, &[1, 2, 3]);
             assert_eq!(a, b, "{m:?}");
             let (mut g, mut gp) = (img[..h * w].to_vec(), img[..h * w].to_vec());
-            transform(&mut g, 1, h, w, &m, &[9]);
+            transform_lanes(&mut g, 1, h, w, &m, &[9], &mut Vec::new());
             transform_planes(&mut gp, 1, h, w, &m, &[9]);
             assert_eq!(g, gp);
         }

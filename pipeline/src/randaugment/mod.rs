@@ -21,6 +21,8 @@
 //! the choices are timm's distribution, not its exact sequence.
 
 mod affine;
+#[cfg(target_arch = "x86_64")]
+mod affine_simd;
 mod enhance;
 mod point;
 #[cfg(test)]
