@@ -119,15 +119,39 @@ unsafe fn quad(img: &mut [u8], planes: &[f64], channels: usize, h: usize, w: usi
         _mm256_add_pd(p1, _mm256_mul_pd(d, _mm256_add_pd(p2, _mm256_mul_pd(d, _mm256_add_pd(p3, _mm256_mul_pd(d, p4))))))
     };
     let (cols, rows) = ([col(0), col(1), col(2), col(3)], [row(0), row(1), row(2), row(3)]);
+    // The common case of the separable ops: the four lanes' taps are four
+    // runs of consecutive samples (X: floors x0..x0+3 on one row; Y: one
+    // floor row over columns x..x+3), away from the edges, so plain loads
+    // replace the gathers (same samples, so the same values).
+    let lane0 = |v: __m128i| _mm_cvtsi128_si32(v);
+    let steps = _mm_set_epi32(3, 2, 1, 0);
+    let all_eq = |a: __m128i, b: __m128i| _mm_movemask_epi8(_mm_cmpeq_epi32(a, b)) == 0xFFFF;
+    let run_start: Option<usize> = match axis {
+        Axis::X => {
+            let (x0, y0) = (lane0(xi), lane0(yi));
+            (all_eq(xi, _mm_add_epi32(_mm_set1_epi32(x0), steps)) && x0 >= 1 && (x0 as usize) + 5 < w && (0..h as i32).contains(&y0))
+                .then(|| y0 as usize * w + x0 as usize - 1)
+        }
+        Axis::Y => {
+            let (x0, y0) = (lane0(xi), lane0(yi));
+            (all_eq(yi, _mm_set1_epi32(y0)) && all_eq(xi, _mm_add_epi32(_mm_set1_epi32(x0), steps)) && x0 >= 0 && (x0 as usize) + 3 < w && y0 >= 1 && (y0 as usize) + 2 < h)
+                .then(|| (y0 as usize - 1) * w + x0 as usize)
+        }
+        Axis::Both => None,
+    };
     for c in 0..channels {
         let base = planes[c * plane..].as_ptr();
         // SAFETY: every index is a clamped row * w + clamped column < plane.
         let g = |r: __m128i, c: __m128i| unsafe { _mm256_i32gather_pd::<8>(base, _mm_add_epi32(r, c)) };
         let along_row = |r: __m128i| cubic(g(r, cols[0]), g(r, cols[1]), g(r, cols[2]), g(r, cols[3]), dx);
-        let v = match axis {
-            Axis::X => along_row(rows[1]),
-            Axis::Y => cubic(g(rows[0], cols[1]), g(rows[1], cols[1]), g(rows[2], cols[1]), g(rows[3], cols[1]), dy),
-            Axis::Both => cubic(along_row(rows[0]), along_row(rows[1]), along_row(rows[2]), along_row(rows[3]), dy),
+        // SAFETY: `run_start` was checked to keep all 16 samples read inside the plane.
+        let run = |at: usize| unsafe { _mm256_loadu_pd(base.add(at)) };
+        let v = match (axis, run_start) {
+            (Axis::X, Some(at)) => cubic(run(at), run(at + 1), run(at + 2), run(at + 3), dx),
+            (Axis::Y, Some(at)) => cubic(run(at), run(at + w), run(at + 2 * w), run(at + 3 * w), dy),
+            (Axis::X, None) => along_row(rows[1]),
+            (Axis::Y, None) => cubic(g(rows[0], cols[1]), g(rows[1], cols[1]), g(rows[2], cols[1]), g(rows[3], cols[1]), dy),
+            (Axis::Both, _) => cubic(along_row(rows[0]), along_row(rows[1]), along_row(rows[2]), along_row(rows[3]), dy),
         };
         // PIL's truncation to u8: <= 0 -> 0, >= 255 -> 255, else toward zero.
         let clamped = _mm256_min_pd(_mm256_max_pd(v, lo), hi);
