@@ -189,7 +189,8 @@ pub struct OptimRecipe {
     /// Layer-wise lr decay (fine-tuning).
     #[serde(default)]
     pub layer_decay: Option<f64>,
-    #[serde(default)]
+    /// Label smoothing (`smoothing` is MAE's name for it, accepted too).
+    #[serde(default, alias = "smoothing")]
     pub label_smoothing: f64,
 }
 
@@ -363,6 +364,11 @@ impl Recipe {
 /// `{kind = "resize", size = 28}`), or taken as a string when it does not parse.
 pub fn apply_override(table: &mut toml::Table, spec: &str) -> Result<()> {
     let (key, raw) = spec.split_once('=').context("expected key=value")?;
+    // MAE's flag names for keys we spell otherwise.
+    let key = match key.trim() {
+        "optim.smoothing" => "optim.label_smoothing",
+        k => k,
+    };
     let value: toml::Value = match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
         Ok(mut t) => t.remove("v").context("parsed value")?,
         Err(_) => toml::Value::String(raw.to_string()),
@@ -390,6 +396,8 @@ mod tests {
         assert_eq!(r.optim.epochs, 3);
         assert_eq!(r.model.method, "mae");
         assert_eq!(r.data.train, PathBuf::from("/x"));
+        let r = Recipe::load("fmnist-finetune", &["optim.smoothing=0.2".into()]).unwrap();
+        assert_eq!(r.optim.label_smoothing, 0.2, "MAE's name for label smoothing");
         let err = Recipe::load("fmnist-pretrain", &["optim.epoch=3".into()]).unwrap_err();
         assert!(format!("{err:#}").contains("unknown field"), "{err:#}");
         let back = Recipe::from_toml(&r.to_toml()).unwrap();
