@@ -7,7 +7,7 @@ cd "$(dirname "$0")"
 scripts/setup.sh
 cargo build --workspace --locked --bins
 cargo test --workspace --locked "$@"
-# The Python wheel (built from the test build's artifacts) and its tests
-# (they compare with target/debug/srmae).
-PROFILE=dev scripts/python.sh target/python-venv
+# The Python wheel (release: the wheel users get) and its tests (they
+# compare with target/debug/srmae).
+scripts/python.sh target/python-venv
 SRMAE_BIN=target/debug/srmae target/python-venv/bin/python -m pytest python/tests -q

@@ -4,8 +4,7 @@
 # environment:
 #   scripts/python.sh            # into .venv (then: source .venv/bin/activate)
 #   scripts/python.sh VENV       # into VENV
-#   PROFILE=dev scripts/python.sh VENV   # unoptimised workspace crates, reusing
-#                                        # `cargo test`'s build (./test.sh; not for speed)
+#   PROFILE=dev scripts/python.sh VENV   # a debug build of the workspace crates
 # The wheel is left in target/wheels/ for other environments (pip install it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
