@@ -61,10 +61,7 @@ impl Dataset {
     fn __getitem__<'py>(&self, py: Python<'py>, index: i64) -> PyResult<(Bound<'py, PyAny>, i64)> {
         let i = self.index(index)?;
         let ds = self.inner.clone();
-        let (img, label) = py.detach(move || -> Result<_, srmae_datasets::Error> {
-            let label = ds.record(i)?.entry.label;
-            Ok((ds.decode(i)?, label))
-        }).map_err(dataset_err)?;
+        let (img, label) = py.detach(move || ds.decode_labelled(i)).map_err(dataset_err)?;
         let shape = [img.height as usize, img.width as usize, img.channels as usize];
         let arr = PyArray1::from_vec(py, img.pixels).reshape(shape)?;
         Ok((arr.into_any(), label_value(label)))

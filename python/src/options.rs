@@ -33,7 +33,7 @@ impl Preset {
     /// Reads `obj` (None, a str or a dict) for the option `what`.
     pub fn extract(what: &str, obj: Option<&Bound<'_, PyAny>>, default: &str) -> PyResult<Preset> {
         let Some(obj) = obj.filter(|o| !o.is_none()) else {
-            return Ok(Preset::Name(if what == "transform" { "none".into() } else { default.into() }));
+            return Ok(Preset::Name(default.into()));
         };
         if let Ok(s) = obj.extract::<String>() {
             return Ok(Preset::Name(s));

@@ -135,9 +135,15 @@ impl PackedDataset {
 
     /// Record `index` decoded to pixels.
     pub fn decode(&self, index: u64) -> Result<DecodedImage> {
+        Ok(self.decode_labelled(index)?.0)
+    }
+
+    /// Record `index` decoded to pixels, with its stored label (read once).
+    pub fn decode_labelled(&self, index: u64) -> Result<(DecodedImage, u32)> {
         let (s, local) = self.locate(index)?;
-        let img = decode_record(&self.shards[s].record(local, self.verify_checksums)?)?;
+        let rec = self.shards[s].record(local, self.verify_checksums)?;
+        let img = decode_record(&rec)?;
         self.shards[s].check_intact(local)?;
-        Ok(img)
+        Ok((img, rec.entry.label))
     }
 }
