@@ -1,3 +1,7 @@
+//! With feature `cuda`: compiles `kernels/*.cu` (the fused ops' CUDA kernels)
+//! to PTX with nvcc through cudaforge, into `OUT_DIR/ptx.rs` (one `&str`
+//! constant per file, embedded in the binary; no GPU needed to build).
+//!
 //! Links OpenBLAS for the fused CPU ops (feature `openblas`, opt-in):
 //! the static, thread-safe (pthread) build, so the binary needs no BLAS at run
 //! time; it is set to one thread per call, and rayon splits the products. `SRMAE_OPENBLAS_DIR` names the folder
@@ -6,6 +10,8 @@
 use std::path::PathBuf;
 
 fn main() {
+    #[cfg(feature = "cuda")]
+    build_ptx();
     println!("cargo:rerun-if-env-changed=SRMAE_OPENBLAS_DIR");
     if std::env::var_os("CARGO_FEATURE_OPENBLAS").is_none() {
         return;
@@ -28,4 +34,20 @@ fn main() {
     // OpenBLAS's own dependencies (libopenblas.a carries its Fortran-free parts).
     println!("cargo:rustc-link-lib=dylib=m");
     println!("cargo:rustc-link-lib=dylib=pthread");
+}
+
+/// nvcc: `kernels/*.cu` -> PTX for the compute capability in
+/// `CUDA_COMPUTE_CAP` (scripts/cuda/setup-cuda-build.sh sets 90).
+#[cfg(feature = "cuda")]
+fn build_ptx() {
+    println!("cargo:rerun-if-changed=kernels");
+    let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let ptx = cudaforge::KernelBuilder::new()
+        .source_dir("kernels")
+        .watch(["kernels/common.cuh"])
+        .arg("-std=c++17")
+        .arg("-O3")
+        .build_ptx()
+        .unwrap_or_else(|e| panic!("srmae-model: compiling kernels/*.cu with nvcc failed (see scripts/cuda/setup-cuda-build.sh): {e}"));
+    ptx.write(out_dir.join("ptx.rs")).unwrap_or_else(|e| panic!("srmae-model: writing {}: {e}", out_dir.join("ptx.rs").display()));
 }

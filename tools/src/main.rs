@@ -54,6 +54,8 @@ enum Command {
     Plot(commands::plot::PlotArgs),
     /// Data-parallel pretraining or fine-tuning: one process per GPU (NCCL).
     Launch(commands::launch::LaunchArgs),
+    /// Check the fused training ops on a device against the CPU reference.
+    Selftest(commands::selftest::SelftestArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -115,5 +117,6 @@ fn main() -> anyhow::Result<()> {
         Command::Export(a) => commands::export::run(a),
         Command::Plot(a) => commands::plot::run(a),
         Command::Launch(a) => commands::launch::run(a),
+        Command::Selftest(a) => commands::selftest::run(a),
     }
 }

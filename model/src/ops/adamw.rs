@@ -8,8 +8,11 @@
 //! - `p ← p (1 − lr λ) − lr (m / c₁) / (sqrt(v / c₂) + ε)`
 //!
 //! The CPU kernel runs these as candle in-place ops (`InplaceOp2`/`3`) on the
-//! variable's and the moments' own storage; the composed path (GPUs) builds
-//! new tensors and `Var::set`s them. The same F32 formulas run in both.
+//! variable's and the moments' own storage; on CUDA one launch updates every
+//! variable (`adamw_multi` in `model/kernels/adamw.cu`, a table of
+//! pointers, sizes and per-group lr / weight decay); the composed path
+//! builds new tensors and `Var::set`s them. The same F32 formulas run in all
+//! three.
 
 use candle_core::{bail, CpuStorage, InplaceOp2, InplaceOp3, Layout, Result, Tensor, Var};
 use rayon::prelude::*;
@@ -120,6 +123,110 @@ pub fn adamw_step(var: &Var, grad: &Tensor, m: &mut Tensor, v: &mut Tensor, h: A
     m.inplace_op2(&grad, &Moment { beta: h.beta1 as f32, scale: h.grad_scale as f32, square: false })?;
     v.inplace_op2(&grad, &Moment { beta: h.beta2 as f32, scale: h.grad_scale as f32, square: true })?;
     p.inplace_op3(m, v, &Update(h))
+}
+
+/// One variable of a multi-variable update.
+pub struct AdamWItem<'a> {
+    pub var: &'a Var,
+    pub grad: &'a Tensor,
+    pub m: &'a mut Tensor,
+    pub v: &'a mut Tensor,
+    pub step: AdamWStep,
+}
+
+/// The AdamW update of many variables: one CUDA launch when they all live on
+/// one GPU (and the fused CUDA ops are on), else `adamw_step` for each.
+/// # Shapes
+/// - each item: `var`, `grad`, `m`, `v` of one shape
+pub fn adamw_steps(items: &mut [AdamWItem<'_>]) -> Result<()> {
+    #[cfg(feature = "cuda")]
+    if !items.is_empty() && items.iter().all(|i| super::use_cuda_kernel(&[i.var.as_tensor(), i.grad, i.m, i.v]) && i.m.is_contiguous() && i.v.is_contiguous() && i.var.as_tensor().is_contiguous()) {
+        return cuda::adamw_multi(items);
+    }
+    for i in items.iter_mut() {
+        adamw_step(i.var, i.grad, i.m, i.v, i.step)?;
+    }
+    Ok(())
+}
+
+#[cfg(feature = "cuda")]
+mod cuda {
+    use super::AdamWItem;
+    use crate::ops::cuda::{self as gpu, CudaF32, Module};
+    use candle_core::cuda_backend::cudarc::driver::{DevicePtr, LaunchConfig, PushKernelArg};
+    use candle_core::cuda_backend::WrapErr;
+    use candle_core::{bail, Result};
+
+    /// `struct AdamWTensor` of `adamw.cu`: 4 pointers, a length, lr and weight decay.
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Entry {
+        p: u64,
+        m: u64,
+        v: u64,
+        g: u64,
+        n: i64,
+        lr: f32,
+        weight_decay: f32,
+    }
+
+    pub(super) fn adamw_multi(items: &mut [AdamWItem<'_>]) -> Result<()> {
+        let first = items[0].step;
+        if items.iter().any(|i| {
+            let s = i.step;
+            (s.beta1, s.beta2, s.eps, s.bias_correction1, s.bias_correction2, s.grad_scale) != (first.beta1, first.beta2, first.eps, first.bias_correction1, first.bias_correction2, first.grad_scale)
+        }) {
+            bail!("adamw: one launch needs the same betas, eps, step and gradient scale for every variable");
+        }
+        let grads: Vec<_> = items.iter().map(|i| i.grad.contiguous()).collect::<Result<_>>()?;
+        let views = items
+            .iter()
+            .zip(&grads)
+            .map(|(i, g)| Ok((CudaF32::new(i.var.as_tensor(), "adamw")?, CudaF32::new(i.m, "adamw")?, CudaF32::new(i.v, "adamw")?, CudaF32::new(g, "adamw")?)))
+            .collect::<Result<Vec<_>>>()?;
+        let dev = views[0].0.device()?;
+        let stream = dev.cuda_stream();
+        let slices = views.iter().map(|(p, m, v, g)| Ok((p.view()?, m.view()?, v.view()?, g.view()?))).collect::<Result<Vec<_>>>()?;
+        let mut guards = Vec::with_capacity(4 * slices.len());
+        let mut table = Vec::with_capacity(slices.len());
+        let mut longest = 0usize;
+        for ((p, m, v, g), item) in slices.iter().zip(items.iter()) {
+            if p.len() != g.len() || m.len() != g.len() || v.len() != g.len() {
+                bail!("adamw: {} values, {} gradients, {} and {} moments", p.len(), g.len(), m.len(), v.len());
+            }
+            let mut ptrs = [0u64; 4];
+            for (slot, s) in ptrs.iter_mut().zip([p, m, v, g]) {
+                let (ptr, guard) = s.device_ptr(&stream);
+                guards.push(guard);
+                *slot = ptr;
+            }
+            let [pp, pm, pv, pg] = ptrs;
+            longest = longest.max(p.len());
+            table.push(Entry { p: pp, m: pm, v: pv, g: pg, n: p.len() as i64, lr: item.step.lr as f32, weight_decay: item.step.weight_decay as f32 });
+        }
+        // SAFETY: Entry is repr(C) plain data; its bytes are its fields.
+        let bytes = unsafe { std::slice::from_raw_parts(table.as_ptr() as *const u8, std::mem::size_of_val(table.as_slice())) };
+        let table_dev = dev.clone_htod(bytes)?;
+        let f = gpu::func(&dev, Module::AdamW, "adamw_multi")?;
+        let mut args = f.builder();
+        let (b1, b2, eps, c1, c2, scale) = (first.beta1 as f32, first.beta2 as f32, first.eps as f32, first.bias_correction1 as f32, first.bias_correction2 as f32, first.grad_scale as f32);
+        args.arg(&table_dev);
+        args.arg(&b1);
+        args.arg(&b2);
+        args.arg(&eps);
+        args.arg(&c1);
+        args.arg(&c2);
+        args.arg(&scale);
+        let blocks = longest.div_ceil(gpu::THREADS as usize).clamp(1, 512) as u32;
+        let cfg = LaunchConfig { grid_dim: (blocks, table.len() as u32, 1), block_dim: (gpu::THREADS, 1, 1), shared_mem_bytes: 0 };
+        // SAFETY: every table entry points into a live F32 buffer of n elements
+        // (the guards above hold them until the launch is queued; the stream
+        // orders later uses), and no other op touches these variables or
+        // moments while the update runs: the optimiser owns them for the step.
+        unsafe { args.launch(cfg) }.w()?;
+        drop(guards);
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -14,6 +14,14 @@
 //! per head) and nothing else: no permuted copies of q, k, v, no scores.
 //! Samples run in parallel, each with single-threaded products; batches
 //! smaller than the thread count split the products instead.
+//!
+//! CUDA (`cuda_fwd`, `bwd_cuda`): per head, cuBLAS strided-batched products
+//! over the batch read q, k, v in place in `qkv` (leading dimension `3D`, no
+//! permuted copies; the scale folded into the first product's alpha), and a
+//! warp-per-row softmax (`model/kernels/attention.cu`). Nothing is kept for
+//! the backward but the op's input: it recomputes the scores (one more
+//! `N × N × hd` product per head) instead of holding `[B, heads, N, N]`
+//! probabilities alive from forward to backward.
 
 use std::sync::OnceLock;
 
@@ -25,6 +33,9 @@ use crate::ops::fused_cpu::{exp_shifted_in_place, slice};
 
 struct AttentionOp {
     heads: usize,
+    /// BF16 products on CUDA (the autocast scope when the op was made).
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    bf16: bool,
     /// The softmax probabilities, `[B, heads, N, N]`, kept for the backward.
     probs: OnceLock<Vec<f32>>,
 }
@@ -137,7 +148,29 @@ impl CustomOp1 for AttentionOp {
         Ok((CpuStorage::F32(out), Shape::from((s.b, n, d))))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, st: &candle_core::CudaStorage, l: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
+        use super::cuda::{self, Operand};
+        let s = self.dims(l.shape())?;
+        let dev = st.device.clone();
+        let mut out = cuda::alloc(&dev, s.b * s.n * s.d)?;
+        if s.n > 0 && s.b > 0 {
+            let qkv = Operand::new(&dev, cuda::storage_view(st, l, self.name())?, self.bf16)?;
+            let (probs, probs_bf16) = gpu::probabilities(&dev, s, &qkv, self.bf16)?;
+            let p = match probs_bf16 {
+                Some(p) => Operand::Bf16(p),
+                None => Operand::F32(probs.slice(..)),
+            };
+            gpu::per_head(s, |h| gpu::probs_times_v(&dev, s, h, &p, &qkv, &mut out))?;
+        }
+        Ok((cuda::storage(out, &dev), Shape::from((s.b, s.n, s.d))))
+    }
+
     fn bwd(&self, qkv: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        #[cfg(feature = "cuda")]
+        if qkv.device().is_cuda() {
+            return self.bwd_cuda(qkv, grad).map(Some);
+        }
         let s = self.dims(qkv.shape())?;
         let Some(probs) = self.probs.get() else {
             candle_core::bail!("attention: backward before forward")
@@ -162,6 +195,128 @@ impl CustomOp1 for AttentionOp {
     }
 }
 
+#[cfg(feature = "cuda")]
+impl AttentionOp {
+    /// `dqkv` from `dO`, the probabilities recomputed from `qkv`.
+    fn bwd_cuda(&self, qkv: &Tensor, grad: &Tensor) -> Result<Tensor> {
+        use super::cuda::{self, CudaF32, Mat, Module, Operand};
+        use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
+        use candle_core::cuda_backend::WrapErr;
+        let s = self.dims(qkv.shape())?;
+        let grad = grad.contiguous()?;
+        let (xv, gv) = (CudaF32::new(qkv, self.name())?, CudaF32::new(&grad, self.name())?);
+        let dev = xv.device()?;
+        let (b, n, d, hd, heads) = (s.b, s.n, s.d, s.hd, s.heads);
+        let mut dx = cuda::alloc(&dev, b * n * 3 * d)?;
+        if n == 0 || b == 0 {
+            return Ok(cuda::tensor(dx, &dev, qkv.shape()));
+        }
+        let x = Operand::new(&dev, xv.view()?, self.bf16)?;
+        let go = Operand::new(&dev, gv.view()?, self.bf16)?;
+        let (probs, probs_bf16) = gpu::probabilities(&dev, s, &x, self.bf16)?;
+        let p = match probs_bf16 {
+            Some(p) => Operand::Bf16(p),
+            None => Operand::F32(probs.slice(..)),
+        };
+        let (nn, hnn, row3) = (n * n, heads * n * n, n * 3 * d);
+        // dV = Pᵀ dO and dP = dO Vᵀ, per head over the batch.
+        let mut dp = cuda::alloc(&dev, b * hnn)?;
+        gpu::per_head(s, |h| {
+            cuda::gemm(&dev, (n, hd, n), (&p, Mat::rows(h * nn, n, hnn).t()), (&go, Mat::rows(h * hd, d, n * d)), (&mut dx, Mat::rows(2 * d + h * hd, 3 * d, row3)), 1.0, 0.0, b)?;
+            cuda::gemm(&dev, (n, n, hd), (&go, Mat::rows(h * hd, d, n * d)), (&x, Mat::rows(2 * d + h * hd, 3 * d, row3).t()), (&mut dp, Mat::rows(h * nn, n, hnn)), 1.0, 0.0, b)
+        })?;
+        drop(p);
+        // dS = s P ⊙ (dP − rowsum(dP ⊙ P)), in place in dP (and as BF16).
+        let rows = b * heads * n;
+        let ds_bf16 = if self.bf16 {
+            // SAFETY: the kernel below writes every element.
+            Some(unsafe { dev.alloc::<u16>(b * hnn)? })
+        } else {
+            None
+        };
+        {
+            let f = cuda::func(&dev, Module::Attention, "softmax_rows_bwd")?;
+            let mut args = f.builder();
+            let (rows64, n32, scale, null) = (rows as i64, n as i32, s.scale(), 0u64);
+            args.arg(&probs);
+            args.arg(&mut dp);
+            match &ds_bf16 {
+                Some(t) => args.arg(t),
+                None => args.arg(&null),
+            };
+            args.arg(&rows64);
+            args.arg(&n32);
+            args.arg(&scale);
+            // SAFETY: probs, dp (and ds_bf16) hold rows × n elements; one warp per row, bounds checked.
+            unsafe { args.launch(cuda::per_row(rows)) }.w()?;
+        }
+        drop(probs);
+        let ds = match ds_bf16 {
+            Some(t) => Operand::Bf16(t),
+            None => Operand::F32(dp.slice(..)),
+        };
+        // dQ = dS K, dK = dSᵀ Q (the scale is already in dS).
+        gpu::per_head(s, |h| {
+            cuda::gemm(&dev, (n, hd, n), (&ds, Mat::rows(h * nn, n, hnn)), (&x, Mat::rows(d + h * hd, 3 * d, row3)), (&mut dx, Mat::rows(h * hd, 3 * d, row3)), 1.0, 0.0, b)?;
+            cuda::gemm(&dev, (n, hd, n), (&ds, Mat::rows(h * nn, n, hnn).t()), (&x, Mat::rows(h * hd, 3 * d, row3)), (&mut dx, Mat::rows(d + h * hd, 3 * d, row3)), 1.0, 0.0, b)
+        })?;
+        Ok(cuda::tensor(dx, &dev, qkv.shape()))
+    }
+}
+
+/// The CUDA pieces shared by the forward and the backward.
+#[cfg(feature = "cuda")]
+mod gpu {
+    use super::Dims;
+    use crate::ops::cuda::{self, Mat, Module, Operand};
+    use candle_core::cuda_backend::cudarc::driver::{CudaSlice, PushKernelArg};
+    use candle_core::cuda_backend::WrapErr;
+    use candle_core::{CudaDevice, Result};
+
+    /// Runs `f` for every head (each call one strided batch over the samples).
+    pub(super) fn per_head(s: Dims, mut f: impl FnMut(usize) -> Result<()>) -> Result<()> {
+        (0..s.heads).try_for_each(&mut f)
+    }
+
+    /// `P = softmax(s Q Kᵀ)`, `[B, heads, N, N]` in F32, and its BF16 copy for
+    /// BF16 products.
+    pub(super) fn probabilities(dev: &CudaDevice, s: Dims, qkv: &Operand<'_>, bf16: bool) -> Result<(CudaSlice<f32>, Option<CudaSlice<u16>>)> {
+        let (b, n, d, hd) = (s.b, s.n, s.d, s.hd);
+        let (nn, hnn, row3) = (n * n, s.heads * n * n, n * 3 * d);
+        let mut probs = cuda::alloc(dev, b * hnn)?;
+        per_head(s, |h| {
+            cuda::gemm(dev, (n, n, hd), (qkv, Mat::rows(h * hd, 3 * d, row3)), (qkv, Mat::rows(d + h * hd, 3 * d, row3).t()), (&mut probs, Mat::rows(h * nn, n, hnn)), s.scale(), 0.0, b)
+        })?;
+        let rows = b * s.heads * n;
+        let probs_bf16 = if bf16 {
+            // SAFETY: the kernel below writes every element.
+            Some(unsafe { dev.alloc::<u16>(b * hnn)? })
+        } else {
+            None
+        };
+        let f = cuda::func(dev, Module::Attention, "softmax_rows")?;
+        let mut args = f.builder();
+        let (rows64, n32, null) = (rows as i64, n as i32, 0u64);
+        args.arg(&mut probs);
+        match &probs_bf16 {
+            Some(t) => args.arg(t),
+            None => args.arg(&null),
+        };
+        args.arg(&rows64);
+        args.arg(&n32);
+        // SAFETY: probs (and probs_bf16) hold rows × n elements; one warp per row, bounds checked.
+        unsafe { args.launch(cuda::per_row(rows)) }.w()?;
+        Ok((probs, probs_bf16))
+    }
+
+    /// `O_h = P_h V_h` into head `h`'s columns of `out` `[B, N, D]`.
+    pub(super) fn probs_times_v(dev: &CudaDevice, s: Dims, h: usize, p: &Operand<'_>, qkv: &Operand<'_>, out: &mut CudaSlice<f32>) -> Result<()> {
+        let (b, n, d, hd) = (s.b, s.n, s.d, s.hd);
+        let hnn = s.heads * n * n;
+        cuda::gemm(dev, (n, hd, n), (p, Mat::rows(h * n * n, n, hnn)), (qkv, Mat::rows(2 * d + h * hd, 3 * d, n * 3 * d)), (out, Mat::rows(h * hd, d, n * d)), 1.0, 0.0, b)
+    }
+}
+
 /// The composed candle path (GPUs, half precision, autocast): permuted
 /// q/k/v, autocast-aware products, differentiable softmax.
 fn composed(qkv: &Tensor, heads: usize) -> Result<Tensor> {
@@ -180,8 +335,8 @@ fn composed(qkv: &Tensor, heads: usize) -> Result<Tensor> {
 /// # Shapes
 /// - `qkv`: `[B, N, 3 * D]` (q, k, v; each `[heads, D / heads]`) -> `[B, N, D]`
 pub fn attention(qkv: &Tensor, heads: usize) -> Result<Tensor> {
-    if super::use_cpu_kernel(&[qkv]) {
-        qkv.contiguous()?.apply_op1(AttentionOp { heads, probs: OnceLock::new() })
+    if super::use_fused_kernel(&[qkv]) {
+        qkv.contiguous()?.apply_op1(AttentionOp { heads, bf16: super::bf16_products(), probs: OnceLock::new() })
     } else {
         composed(qkv, heads)
     }

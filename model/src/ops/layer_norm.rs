@@ -11,6 +11,10 @@
 //! from `x`), and computes `dx`, `dw` and `db` in one pass: blocks of rows
 //! in parallel, each with its own partial sums, added in block order so the
 //! result does not depend on the thread count.
+//!
+//! CUDA (`cuda_fwd`, `bwd_cuda`; `model/kernels/layer_norm.cu`): one warp per
+//! row for the forward and `dx`, `μ` and `r` kept per row; `dw`, `db` as
+//! per-chunk column partials added in chunk order (deterministic).
 
 use std::sync::OnceLock;
 
@@ -24,6 +28,9 @@ struct LayerNormOp {
     eps: f32,
     /// `(μ, r)` per row, kept for the backward.
     stats: OnceLock<Vec<(f32, f32)>>,
+    /// `μ` and `r` per row on the GPU.
+    #[cfg(feature = "cuda")]
+    stats_cuda: OnceLock<(candle_core::cuda_backend::cudarc::driver::CudaSlice<f32>, candle_core::cuda_backend::cudarc::driver::CudaSlice<f32>)>,
 }
 
 /// Rows per parallel block: about 32 K floats, at least one row; fixed for a
@@ -59,7 +66,50 @@ impl CustomOp3 for LayerNormOp {
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        use super::cuda::{self, Module};
+        use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
+        use candle_core::cuda_backend::WrapErr;
+        let dev = s1.device.clone();
+        let (x, w, b) = (cuda::storage_view(s1, l1, self.name())?, cuda::storage_view(s2, l2, self.name())?, cuda::storage_view(s3, l3, self.name())?);
+        let d = w.len();
+        let rows = x.len() / d.max(1);
+        let y = cuda::alloc(&dev, x.len())?;
+        let (mean, rstd) = (cuda::alloc(&dev, rows)?, cuda::alloc(&dev, rows)?);
+        let f = cuda::func(&dev, Module::LayerNorm, "layer_norm_fwd")?;
+        let mut args = f.builder();
+        let (rows64, d32) = (rows as i64, d as i32);
+        args.arg(&x);
+        args.arg(&w);
+        args.arg(&b);
+        args.arg(&y);
+        args.arg(&mean);
+        args.arg(&rstd);
+        args.arg(&rows64);
+        args.arg(&d32);
+        args.arg(&self.eps);
+        // SAFETY: x and y hold rows × d floats, w and b d, mean and rstd rows; one warp per row, bounds checked.
+        unsafe { args.launch(cuda::per_row(rows)) }.w()?;
+        if self.stats_cuda.set((mean, rstd)).is_err() {
+            candle_core::bail!("layer-norm: the op ran its forward twice");
+        }
+        Ok((cuda::storage(y, &dev), l1.shape().clone()))
+    }
+
     fn bwd(&self, x: &Tensor, w: &Tensor, b: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        #[cfg(feature = "cuda")]
+        if x.device().is_cuda() {
+            return self.bwd_cuda(x, w, b, grad);
+        }
         let Some(stats) = self.stats.get() else {
             candle_core::bail!("layer-norm: backward before forward")
         };
@@ -115,6 +165,64 @@ impl CustomOp3 for LayerNormOp {
     }
 }
 
+#[cfg(feature = "cuda")]
+impl LayerNormOp {
+    /// `dx` (one warp per row), `dw` and `db` (column partials, then their sum in order).
+    fn bwd_cuda(&self, x: &Tensor, w: &Tensor, b: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        use super::cuda::{self, CudaF32, Module};
+        use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
+        use candle_core::cuda_backend::WrapErr;
+        let Some((mean, rstd)) = self.stats_cuda.get() else {
+            candle_core::bail!("layer-norm: backward before forward")
+        };
+        let grad = grad.contiguous()?;
+        let (gv, xv, wv) = (CudaF32::new(&grad, self.name())?, CudaF32::new(x, self.name())?, CudaF32::new(w, self.name())?);
+        let dev = gv.device()?;
+        let (g, xs, ws) = (gv.view()?, xv.view()?, wv.view()?);
+        let d = ws.len();
+        let rows = xs.len() / d.max(1);
+        let (rows64, d32) = (rows as i64, d as i32);
+        let dx = if x.track_op() {
+            let dx = cuda::alloc(&dev, xs.len())?;
+            let f = cuda::func(&dev, Module::LayerNorm, "layer_norm_bwd_x")?;
+            let mut args = f.builder();
+            args.arg(&xs);
+            args.arg(&ws);
+            args.arg(&g);
+            args.arg(mean);
+            args.arg(rstd);
+            args.arg(&dx);
+            args.arg(&rows64);
+            args.arg(&d32);
+            // SAFETY: x, g and dx hold rows × d floats, w d, mean and rstd rows; bounds checked.
+            unsafe { args.launch(cuda::per_row(rows)) }.w()?;
+            Some(cuda::tensor(dx, &dev, x.shape()))
+        } else {
+            None
+        };
+        let (chunks, per_chunk) = cuda::column_chunks(rows);
+        let (mut pw, mut pb) = (cuda::alloc(&dev, chunks * d)?, cuda::alloc(&dev, chunks * d)?);
+        let f = cuda::func(&dev, Module::LayerNorm, "layer_norm_affine_partials")?;
+        let mut args = f.builder();
+        let per64 = per_chunk as i64;
+        args.arg(&xs);
+        args.arg(&g);
+        args.arg(mean);
+        args.arg(rstd);
+        args.arg(&mut pw);
+        args.arg(&mut pb);
+        args.arg(&rows64);
+        args.arg(&d32);
+        args.arg(&per64);
+        let cfg = LaunchConfig { grid_dim: ((d as u32).div_ceil(cuda::THREADS), chunks as u32, 1), block_dim: (cuda::THREADS, 1, 1), shared_mem_bytes: 0 };
+        // SAFETY: x and g hold rows × d floats, pw and pb chunks × d; bounds checked.
+        unsafe { args.launch(cfg) }.w()?;
+        let dw = cuda::column_sums(&dev, &pw.slice(..), chunks, d)?;
+        let db = cuda::column_sums(&dev, &pb.slice(..), chunks, d)?;
+        Ok((dx, Some(cuda::tensor(dw, &dev, w.shape())), Some(cuda::tensor(db, &dev, b.shape()))))
+    }
+}
+
 /// The composed candle path (GPUs, half precision): fused normalisation
 /// (differentiable) and row-broadcast affine.
 fn composed(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor> {
@@ -130,8 +238,14 @@ pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor
     if w.elem_count() != d || b.elem_count() != d {
         candle_core::bail!("layer-norm: x {:?}, weight {:?}, bias {:?}", x.dims(), w.dims(), b.dims());
     }
-    if super::use_cpu_kernel(&[x, w, b]) && d > 0 {
-        x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, LayerNormOp { eps: eps as f32, stats: OnceLock::new() })
+    if super::use_fused_kernel(&[x, w, b]) && d > 0 {
+        let op = LayerNormOp {
+            eps: eps as f32,
+            stats: OnceLock::new(),
+            #[cfg(feature = "cuda")]
+            stats_cuda: OnceLock::new(),
+        };
+        x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, op)
     } else {
         composed(x, w, b, eps)
     }

@@ -11,6 +11,12 @@
 //! the bias is written into the output before the product accumulates onto
 //! it, so the forward is one GEMM and one pass. `dx` is skipped when `x`
 //! needs no gradient (the patch embedding of pixels).
+//!
+//! CUDA (`cuda_fwd`, `bwd_cuda`): the products are cuBLAS GEMMs over the
+//! folded batch (BF16 operands under BF16 autocast, F32 accumulation and
+//! results); `bias_act` adds the bias and applies GELU in one pass keeping
+//! `z`; the backward is `gelu_bwd`, two GEMMs and the deterministic two-pass
+//! column sum for `db` (`model/kernels/linear.cu`).
 
 use std::sync::OnceLock;
 
@@ -23,8 +29,13 @@ use crate::ops::fused_cpu::{gelu_grad_into, gelu_into, slice};
 /// `[R, in] -> [R, out]` with bias (and GELU).
 struct LinearOp {
     gelu: bool,
+    /// BF16 products on CUDA (the autocast scope when the op was made).
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    bf16: bool,
     /// The pre-activation `z`, kept by the forward for the GELU backward.
     pre_activation: OnceLock<Vec<f32>>,
+    #[cfg(feature = "cuda")]
+    pre_activation_cuda: OnceLock<candle_core::cuda_backend::cudarc::driver::CudaSlice<f32>>,
 }
 
 /// Elements per parallel chunk of the elementwise passes.
@@ -60,7 +71,60 @@ impl CustomOp3 for LinearOp {
         Ok((CpuStorage::F32(y), Shape::from(dims)))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        use super::cuda::{self, Mat, Module, Operand};
+        use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
+        use candle_core::cuda_backend::WrapErr;
+        let dev = s1.device.clone();
+        let (x, w, b) = (cuda::storage_view(s1, l1, self.name())?, cuda::storage_view(s2, l2, self.name())?, cuda::storage_view(s3, l3, self.name())?);
+        let (out_dim, in_dim) = l2.shape().dims2()?;
+        let rows = x.len() / in_dim.max(1);
+        let mut z = cuda::alloc(&dev, rows * out_dim)?;
+        let (xo, wo) = (Operand::new(&dev, x, self.bf16)?, Operand::new(&dev, w, self.bf16)?);
+        cuda::gemm(&dev, (rows, out_dim, in_dim), (&xo, Mat::rows(0, in_dim, 0)), (&wo, Mat::rows(0, in_dim, 0).t()), (&mut z, Mat::rows(0, out_dim, 0)), 1.0, 0.0, 1)?;
+        let y = if self.gelu { Some(cuda::alloc(&dev, rows * out_dim)?) } else { None };
+        let f = cuda::func(&dev, Module::Linear, "bias_act")?;
+        let mut args = f.builder();
+        let (rows64, cols32, null) = (rows as i64, out_dim as i32, 0u64);
+        args.arg(&mut z);
+        args.arg(&b);
+        match &y {
+            Some(y) => args.arg(y),
+            None => args.arg(&null),
+        };
+        args.arg(&rows64);
+        args.arg(&cols32);
+        // SAFETY: z and y hold rows × out floats, b out; grid-stride in bounds.
+        unsafe { args.launch(cuda::elementwise(rows * out_dim)) }.w()?;
+        let mut dims = l1.dims().to_vec();
+        if let Some(last) = dims.last_mut() {
+            *last = out_dim;
+        }
+        match y {
+            None => Ok((cuda::storage(z, &dev), Shape::from(dims))),
+            Some(y) => {
+                if self.pre_activation_cuda.set(z).is_err() {
+                    candle_core::bail!("{}: the op ran its forward twice", self.name());
+                }
+                Ok((cuda::storage(y, &dev), Shape::from(dims)))
+            }
+        }
+    }
+
     fn bwd(&self, x: &Tensor, w: &Tensor, b: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        #[cfg(feature = "cuda")]
+        if x.device().is_cuda() {
+            return self.bwd_cuda(x, w, b, grad);
+        }
         let grad = grad.contiguous()?;
         let (gv, xv, wv) = (CpuF32::new(&grad, self.name())?, CpuF32::new(x, self.name())?, CpuF32::new(w, self.name())?);
         let (g, xs, ws) = (gv.slice()?, xv.slice()?, wv.slice()?);
@@ -90,6 +154,58 @@ impl CustomOp3 for LinearOp {
         matmul(MatMut::rows(&mut dw, out_dim, in_dim, in_dim), dz_mat.t(), Mat::rows(xs, rows, in_dim, in_dim), 1.0, false, Threads::All)?;
         let db = crate::ops::row_broadcast::column_sums(dz, None, out_dim);
         Ok((dx, Some(tensor(dw, w.shape())?), Some(tensor(db, b.shape())?)))
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl LinearOp {
+    /// `dz` (GELU), `dx = dz W`, `dW = dzᵀ x`, `db = Σ_rows dz` on the GPU.
+    fn bwd_cuda(&self, x: &Tensor, w: &Tensor, b: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        use super::cuda::{self, CudaF32, Mat, Module, Operand};
+        use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
+        use candle_core::cuda_backend::WrapErr;
+        let grad = grad.contiguous()?;
+        let (gv, xv, wv) = (CudaF32::new(&grad, self.name())?, CudaF32::new(x, self.name())?, CudaF32::new(w, self.name())?);
+        let dev = gv.device()?;
+        let (out_dim, in_dim) = w.dims2()?;
+        let g = gv.view()?;
+        let rows = g.len() / out_dim.max(1);
+        let gelu_dz = if self.gelu {
+            let Some(z) = self.pre_activation_cuda.get() else {
+                candle_core::bail!("{}: backward before forward", self.name())
+            };
+            let d = cuda::alloc(&dev, g.len())?;
+            let f = cuda::func(&dev, Module::Linear, "gelu_bwd")?;
+            let mut args = f.builder();
+            let n = g.len() as i64;
+            args.arg(&g);
+            args.arg(z);
+            args.arg(&d);
+            args.arg(&n);
+            // SAFETY: g, z and d hold n floats each; grid-stride in bounds.
+            unsafe { args.launch(cuda::elementwise(g.len())) }.w()?;
+            Some(d)
+        } else {
+            None
+        };
+        let dz = match &gelu_dz {
+            Some(d) => d.slice(..),
+            None => g,
+        };
+        let db = cuda::column_sums(&dev, &dz, rows, out_dim)?;
+        let dzo = Operand::new(&dev, dz, self.bf16)?;
+        let dx = if x.track_op() {
+            let wo = Operand::new(&dev, wv.view()?, self.bf16)?;
+            let mut dx = cuda::alloc(&dev, rows * in_dim)?;
+            cuda::gemm(&dev, (rows, in_dim, out_dim), (&dzo, Mat::rows(0, out_dim, 0)), (&wo, Mat::rows(0, in_dim, 0)), (&mut dx, Mat::rows(0, in_dim, 0)), 1.0, 0.0, 1)?;
+            Some(cuda::tensor(dx, &dev, x.shape()))
+        } else {
+            None
+        };
+        let xo = Operand::new(&dev, xv.view()?, self.bf16)?;
+        let mut dw = cuda::alloc(&dev, out_dim * in_dim)?;
+        cuda::gemm(&dev, (out_dim, in_dim, rows), (&dzo, Mat::rows(0, out_dim, 0).t()), (&xo, Mat::rows(0, in_dim, 0)), (&mut dw, Mat::rows(0, in_dim, 0)), 1.0, 0.0, 1)?;
+        Ok((dx, Some(cuda::tensor(dw, &dev, w.shape())), Some(cuda::tensor(db, &dev, b.shape()))))
     }
 }
 
@@ -129,8 +245,14 @@ fn composed(x: &Tensor, w: &Tensor, b: Option<&Tensor>, gelu: bool) -> Result<Te
 fn dispatch(x: &Tensor, w: &Tensor, b: Option<&Tensor>, gelu: bool) -> Result<Tensor> {
     check(x, w, b)?;
     match b {
-        Some(b) if super::use_cpu_kernel(&[x, w, b]) => {
-            let op = LinearOp { gelu, pre_activation: OnceLock::new() };
+        Some(b) if super::use_fused_kernel(&[x, w, b]) => {
+            let op = LinearOp {
+                gelu,
+                bf16: super::bf16_products(),
+                pre_activation: OnceLock::new(),
+                #[cfg(feature = "cuda")]
+                pre_activation_cuda: OnceLock::new(),
+            };
             x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, op)
         }
         _ => composed(x, w, b, gelu),

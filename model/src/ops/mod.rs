@@ -14,23 +14,35 @@
 //! Each op file holds the op's `# Shapes`, its math, the CPU kernel
 //! (forward and backward) and the composed candle path it replaces.
 //!
-//! Dispatch: `use_cpu_kernel` picks the CPU kernel for F32 tensors on the
-//! CPU outside an autocast scope; everything else (GPUs, BF16/F16, autocast)
-//! takes the composed candle path, which is differentiable on every device.
-//! The CUDA implementation of an op goes into its `CustomOp::cuda_fwd` and
-//! the `bwd` branch for CUDA storages, after which `use_cpu_kernel` becomes a
-//! per-device choice; no model file changes. Tests compare the two paths
-//! (values and every input gradient) and finite differences.
+//! Dispatch (`use_fused_kernel`): the CPU kernel for F32 tensors on the CPU
+//! outside an autocast scope; with feature `cuda`, the CUDA kernels
+//! (`cuda.rs`, `model/kernels/*.cu`) for F32 tensors on a GPU, outside an
+//! autocast scope or inside a BF16 one (BF16 products, F32 accumulation), when
+//! `cuda_ops_enabled()`; everything else (F16, other dtypes, offset views
+//! after a copy) takes the composed candle path, which is differentiable on
+//! every device. Each op's `cuda_fwd` and the CUDA branch of its `bwd` sit
+//! beside its CPU kernel; no model file knows which one runs. Tests compare
+//! the paths (values and every input gradient) and finite differences;
+//! `selftest` runs the same comparison on any device (`srmae selftest`).
+//!
+//! The CUDA kernels are compiled and their CPU references tested here, but
+//! they run on a GPU only when `SRMAE_CUDA_OPS=fused` (or
+//! `set_cuda_ops_enabled(true)`): until `srmae selftest --device cuda` has
+//! passed on the hardware (bench/gpu.sh runs it first), a GPU run keeps the
+//! composed path that is already measured there (docs/GPU.md).
 
 pub mod adamw;
 pub mod attention;
 pub mod conv3x3_rows;
-pub mod fused_cpu;
 pub(crate) mod cpu;
+#[cfg(feature = "cuda")]
+pub(crate) mod cuda;
+pub mod fused_cpu;
 pub mod grad_norm;
 pub mod layer_norm;
 pub mod linear;
 pub mod row_broadcast;
+pub mod selftest;
 
 pub use attention::attention;
 pub use conv3x3_rows::conv3x3_rows;
@@ -39,6 +51,7 @@ pub use layer_norm::layer_norm;
 pub use linear::{linear, linear_gelu};
 
 use std::cell::Cell;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use candle_core::{DType, Tensor};
 
@@ -70,6 +83,47 @@ impl Drop for ComposedOnly {
 /// no autocast scope (whose products are BF16/F16), no `ComposedOnly` scope.
 pub(crate) fn use_cpu_kernel(ts: &[&Tensor]) -> bool {
     !COMPOSED_ONLY.with(|c| c.get()) && crate::training::autocast::matmul_dtype().is_none() && ts.iter().all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
+}
+
+/// 0: not decided yet (read `SRMAE_CUDA_OPS` once), 1: off, 2: on.
+static CUDA_OPS: AtomicU8 = AtomicU8::new(0);
+
+/// Whether the fused CUDA kernels run on GPUs (`SRMAE_CUDA_OPS=fused`, or
+/// `set_cuda_ops_enabled`); off by default (see the module docs).
+pub fn cuda_ops_enabled() -> bool {
+    match CUDA_OPS.load(Ordering::Relaxed) {
+        0 => {
+            let on = std::env::var("SRMAE_CUDA_OPS").is_ok_and(|v| v.eq_ignore_ascii_case("fused"));
+            CUDA_OPS.store(if on { 2 } else { 1 }, Ordering::Relaxed);
+            on
+        }
+        v => v == 2,
+    }
+}
+
+/// Turns the fused CUDA kernels on or off for the whole process.
+pub fn set_cuda_ops_enabled(on: bool) {
+    CUDA_OPS.store(if on { 2 } else { 1 }, Ordering::Relaxed);
+}
+
+/// Whether the fused CUDA kernels run for these tensors: all F32 on a GPU,
+/// products F32 or BF16 (autocast), `cuda_ops_enabled()`, no `ComposedOnly`.
+pub(crate) fn use_cuda_kernel(ts: &[&Tensor]) -> bool {
+    cfg!(feature = "cuda")
+        && !COMPOSED_ONLY.with(|c| c.get())
+        && matches!(crate::training::autocast::matmul_dtype(), None | Some(DType::BF16))
+        && cuda_ops_enabled()
+        && ts.iter().all(|t| t.device().is_cuda() && t.dtype() == DType::F32)
+}
+
+/// Whether an op's own kernel (CPU or CUDA) runs rather than the composed path.
+pub(crate) fn use_fused_kernel(ts: &[&Tensor]) -> bool {
+    use_cpu_kernel(ts) || use_cuda_kernel(ts)
+}
+
+/// Whether the fused CUDA products of an op created now run in BF16.
+pub(crate) fn bf16_products() -> bool {
+    crate::training::autocast::matmul_dtype() == Some(DType::BF16)
 }
 
 #[cfg(test)]

@@ -9,20 +9,7 @@ pub(crate) struct Case {
     pub vars: Vec<Var>,
 }
 
-/// A deterministic pseudo-random tensor (candle's CPU RNG cannot be seeded).
-pub(crate) fn pseudo_random(shape: &[usize], seed: u64, scale: f32) -> Tensor {
-    let n: usize = shape.iter().product();
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(1);
-    let data: Vec<f32> = (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-        })
-        .collect();
-    Tensor::from_vec(data, shape, &Device::Cpu).expect("shape matches data")
-}
+pub(crate) use super::selftest::pseudo_random;
 
 impl Case {
     pub(crate) fn new(shapes: &[&[usize]]) -> Case {

@@ -7,7 +7,7 @@ use candle_core::backprop::GradStore;
 use candle_core::{Result, Tensor, Var};
 use candle_nn::VarMap;
 
-use crate::ops::adamw::{adamw_step, AdamWStep};
+use crate::ops::adamw::{adamw_steps, AdamWItem, AdamWStep};
 
 /// Variables sharing a weight decay and an lr multiplier.
 #[derive(Clone, Debug)]
@@ -95,6 +95,7 @@ impl AdamW {
         self.step += 1;
         let t = self.step as i32;
         let (b1, b2) = (self.beta1, self.beta2);
+        let mut items = Vec::new();
         for (g, moments) in self.groups.iter().zip(self.moments.iter_mut()) {
             let settings = AdamWStep {
                 lr: self.lr * g.lr_scale,
@@ -108,10 +109,10 @@ impl AdamW {
             };
             for (var, (m, v)) in g.vars.iter().zip(moments.iter_mut()) {
                 let Some(grad) = grads.get(var.as_tensor()) else { continue };
-                adamw_step(var, grad, m, v, settings)?;
+                items.push(AdamWItem { var, grad, m, v, step: settings });
             }
         }
-        Ok(())
+        adamw_steps(&mut items)
     }
 }
 

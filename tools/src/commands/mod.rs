@@ -15,4 +15,5 @@ pub mod pretrain;
 pub mod recipe;
 pub mod reconstruct;
 pub mod run_args;
+pub mod selftest;
 pub mod verify;
