@@ -1,15 +1,24 @@
 #!/usr/bin/env bash
 # bench/gpu.sh — the GPU benchmark of a prebuilt `srmae` (built with
-# `--features cuda`, see README "GPU build"). Runs in about 6-8 minutes on one
-# H100. Prints one JSON line per figure (also saved in WORKDIR/gpu.jsonl):
+# `--features cuda`, docs/GPU.md "Build"), on a GPU machine without a Rust
+# toolchain. About 6 minutes on one H100/H200. Prints one JSON line per figure,
+# saved in WORKDIR/gpu.jsonl and in bench/results/<gpu>-<date>/gpu.jsonl:
 #
 #   device          GPU name, memory, driver
+#   selftest        `srmae selftest --device cuda`: every fused CUDA op forward and
+#                   backward against the CPU reference, F32 and BF16 products (one
+#                   `selftest_op` line per op and shape). When it passes, the rest
+#                   runs with the fused CUDA ops (SRMAE_CUDA_OPS=fused); when it
+#                   fails, with the composed path, and the script exits non-zero.
 #   numerics        SRMAE ViT-Ti step on cuda vs cpu: loss and gradient norm agree
-#   synthetic       SRMAE ViT-B/16 at 224, BF16 autocast, the largest batch <= 256
-#                   that fits: images/s, step time, GPU memory
-#   synthetic_f32   the same in F32 (what BF16 buys)
-#   pytorch         the same model in PyTorch eager (timm blocks when timm is
-#                   installed, torch.autocast bf16, same batch), and the ratio
+#   ops             `srmae bench ops`: forward / forward+backward time per block, ViT-B, BF16
+#   synthetic_*     `srmae bench step`, BF16 autocast, for SRMAE and MAE at ViT-B/16
+#                   (the largest batch <= BATCH that fits) and ViT-Ti/16: images/s,
+#                   step time, GPU memory; beside each (pytorch_*) the same model in
+#                   PyTorch eager (timm blocks, SDPA, torch.autocast bf16, same batch)
+#                   and the ratios; SRMAE ViT-B/16 also at batch 64 (the memory
+#                   ratio) and on the composed path (before)
+#   synthetic_f32   SRMAE ViT-B/16 in F32 (what BF16 buys)
 #   loader          `srmae pretrain` (imagenet-vitb16-pretrain recipe, BF16) fed by
 #                   the loader from a packed JPEG photo corpus, all CPU cores:
 #                   images/s, step time, data-wait %, GPU memory
@@ -24,7 +33,8 @@
 #   CORPUS_SRC folder of photographs for bench/make_corpus.py (default: scikit-image's
 #              data folder, or Debian's wallpapers when scikit-image is absent)
 #   BATCH      the largest batch to try (default 256)
-#   SKIP       space-separated figures to skip (e.g. "pytorch bf16_vs_f32")
+#   SKIP       space-separated figures to skip (e.g. "pytorch composed bf16_vs_f32")
+#   RESULTS    where the JSON lines are kept (default bench/results/<gpu>-<date>)
 set -euo pipefail
 fail=0
 HERE="$(cd "$(dirname "$0")/.." && pwd)"
@@ -43,6 +53,28 @@ log() { echo "[gpu.sh] $*" >&2; }
 
 gpu="$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | head -1)"
 emit "$("$PY" -c 'import json,sys; n,m,d=[s.strip() for s in sys.argv[1].split(",")]; print(json.dumps({"figure":"device","gpu":n,"memory":m,"driver":d,"cpu_cores":int(sys.argv[2])}))' "$gpu" "$(nproc)")"
+slug="$(echo "${gpu%%,*}" | tr 'A-Z' 'a-z' | sed 's/nvidia //; s/[^a-z0-9]\+/-/g; s/-$//')"
+RESULTS="${RESULTS:-$HERE/bench/results/$slug-$(date +%F)}"
+trap 'mkdir -p "$RESULTS" && cp "$OUT" "$RESULTS/gpu.jsonl" && log "figures kept in $RESULTS/gpu.jsonl"' EXIT
+
+# The fused CUDA ops run only once they have passed on this GPU.
+export SRMAE_CUDA_OPS=composed
+if ! skip selftest; then
+  log "selftest: every fused CUDA op against the CPU reference"
+  "${RUN[@]}" selftest --device cuda > "$WORK/selftest.jsonl" || true
+  "$PY" - "$WORK/selftest.jsonl" >> "$OUT" <<'EOF'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+for r in rows:
+    print(json.dumps({"figure": "selftest_op", **r}))
+bad = [r for r in rows if not r["pass"]]
+print(json.dumps({"figure": "selftest", "checks": len(rows), "failed": len(bad),
+                  "worst_rel_err": max((r["max_rel_err"] for r in rows), default=None),
+                  "pass": bool(rows) and not bad}))
+EOF
+  tail -1 "$OUT"
+  if tail -1 "$OUT" | grep -q '"pass": true'; then export SRMAE_CUDA_OPS=fused; else fail=1; log "selftest failed: the rest runs on the composed path"; fi
+fi
 
 # Peak GPU memory while a command runs (nvidia-smi, MiB).
 watch_mem() { while sleep 0.5; do nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1; done > "$1"; }
@@ -69,37 +101,66 @@ EOF
   fi
 fi
 
-log "synthetic: SRMAE ViT-B/16, bf16, batch <= $BATCH"
-# --fit halves the batch on an out-of-memory error; should a library report the
-# allocation failure in other words, the loop tries the smaller batches itself.
-B="$BATCH"
-until "${RUN[@]}" bench step --model base --device cuda --precision bf16 --batch "$B" --fit --steps 10 > "$WORK/syn.json"; do
-  B=$((B / 2)); [[ $B -ge 1 ]] || { emit '{"figure":"synthetic","error":"no batch fits"}'; exit 1; }
-  log "retrying at batch $B"
+if ! skip ops; then
+  log "bench ops: ViT-B blocks, bf16, batch 64"
+  "${RUN[@]}" bench ops --model base --device cuda --precision bf16 --batch 64 --reps 3 > "$WORK/ops.jsonl" || fail=1
+  "$PY" -c 'import json,sys; [print(json.dumps({"figure": "ops", **json.loads(l)})) for l in open(sys.argv[1]) if l.startswith("{")]' "$WORK/ops.jsonl" | tee -a "$OUT"
+fi
+
+# ours FIGURE METHOD MODEL BATCH [fit] -> WORK/FIGURE.json (fit: the largest batch <= BATCH that fits)
+ours() {
+  local fig=$1 method=$2 model=$3 b=$4 fit=${5:-}
+  until "${RUN[@]}" bench step --method "$method" --model "$model" --device cuda --precision bf16 --batch "$b" ${fit:+--fit} --steps 10 > "$WORK/$fig.json"; do
+    [[ -n "$fit" ]] || return 1
+    b=$((b / 2)); [[ $b -ge 1 ]] || return 1
+    log "retrying at batch $b"   # an out-of-memory error in words --fit does not know
+  done
+}
+# torch_peer FIGURE METHOD MODEL BATCH OURS_FIGURE: PyTorch eager, same model and batch, and the ratios
+torch_peer() {
+  local fig=$1 method=$2 model=$3 b=$4 mine=$5
+  skip pytorch && return 0
+  if "$PY" "$HERE/model/reference/bench_step.py" --method "$method" --model "$model" --device cuda --bf16 --batch "$b" --steps 10 --threads "$(nproc)" > "$WORK/$fig.json"; then
+    emit "$("$PY" - "$WORK/$mine.json" "$WORK/$fig.json" "$fig" <<'EOF'
+import json, sys
+ours, torch = (json.load(open(p)) for p in sys.argv[1:3])
+torch["figure"] = sys.argv[3]
+torch["srmae_over_pytorch"] = ours["images_per_s"] / torch["images_per_s"]
+if ours.get("gpu_mem_gib") and torch.get("gpu_mem_gib"):
+    torch["srmae_mem_over_pytorch"] = ours["gpu_mem_gib"] / torch["gpu_mem_gib"]
+print(json.dumps(torch))
+EOF
+)"
+  else
+    emit '{"figure":"'"$fig"'","error":"bench_step.py failed (is torch installed for '"$PY"'?)"}'
+  fi
+}
+show() { emit "$("$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); d["figure"]=sys.argv[2]; print(json.dumps(d))' "$WORK/$1.json" "$1")"; }
+
+for spec in "srmae base $BATCH fit" "mae base $BATCH fit" "srmae tiny 256 fit" "mae tiny 256 fit"; do
+  read -r method model b fit <<< "$spec"
+  fig="synthetic_${method}_${model}"
+  log "synthetic: $method $model, bf16, batch <= $b"
+  if ! ours "$fig" "$method" "$model" "$b" "$fit"; then emit '{"figure":"'"$fig"'","error":"no batch fits"}'; fail=1; continue; fi
+  show "$fig"
+  bfit="$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["batch"])' "$WORK/$fig.json")"
+  torch_peer "pytorch_${method}_${model}" "$method" "$model" "$bfit" "$fig"
+  if [[ "$fig" == synthetic_srmae_base ]]; then B="$bfit"; fi
 done
-B="$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["batch"])' "$WORK/syn.json")"
-emit "$("$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); d["figure"]="synthetic"; print(json.dumps(d))' "$WORK/syn.json")"
+B="${B:-64}"
+
+log "memory at batch 64: SRMAE ViT-B/16, ours and PyTorch"
+if ours synthetic_srmae_base_b64 srmae base 64; then show synthetic_srmae_base_b64; torch_peer pytorch_srmae_base_b64 srmae base 64 synthetic_srmae_base_b64; fi
+
+if ! skip composed && [[ "$SRMAE_CUDA_OPS" == fused ]]; then
+  log "before: SRMAE ViT-B/16 on the composed path, batch 64"
+  if SRMAE_CUDA_OPS=composed ours synthetic_srmae_base_composed srmae base 64; then show synthetic_srmae_base_composed; fi
+fi
 
 if ! skip synthetic_f32; then
   log "synthetic: F32, batch $B"
   if "${RUN[@]}" bench step --model base --device cuda --precision f32 --batch "$B" --fit --steps 5 > "$WORK/syn32.json"; then
     emit "$("$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); d["figure"]="synthetic_f32"; print(json.dumps(d))' "$WORK/syn32.json")"
-  fi
-fi
-
-if ! skip pytorch; then
-  log "PyTorch eager, bf16 autocast, batch $B"
-  if "$PY" "$HERE/model/reference/bench_step.py" --model base --device cuda --bf16 --batch "$B" --steps 10 --threads "$(nproc)" > "$WORK/torch.json"; then
-    emit "$("$PY" - "$WORK/syn.json" "$WORK/torch.json" <<'EOF'
-import json, sys
-ours, torch = (json.load(open(p)) for p in sys.argv[1:3])
-torch["figure"] = "pytorch"
-torch["srmae_over_pytorch"] = ours["images_per_s"] / torch["images_per_s"]
-print(json.dumps(torch))
-EOF
-)"
-  else
-    emit '{"figure":"pytorch","error":"bench_step.py failed (is torch installed for '"$PY"'?)"}'
   fi
 fi
 

@@ -8,6 +8,7 @@ synthetic batch shapes, same device, same thread count. Prints one JSON line.
 
     python3 model/reference/bench_step.py --model fmnist --batch 128 --threads 2
     python3 model/reference/bench_step.py --model fmnist-finetune --batch 128 --threads 2
+    python3 model/reference/bench_step.py --model base --method mae --device cuda --bf16 --batch 256
 
 Models (as srmae-model's SrmaeConfig / `srmae bench step --model`):
 - tiny: from_mae(MaeConfig::tiny_16(), 32): ViT-Ti/16 encoder (192 dim, 12
@@ -22,6 +23,9 @@ Models (as srmae-model's SrmaeConfig / `srmae bench step --model`):
   encoder over all 49 patches, global average pool + fc_norm, 10 classes,
   drop path 0.1 (linear over blocks), cross-entropy with label smoothing 0.1.
 SRMAE models: 2 residual blocks, pixel shuffle x4, global residual over the clue.
+`--method mae`: the same encoder and decoder, the same three quarters of the
+patches hidden (not kept as clues), MAE's linear head (`srmae bench step
+--method mae`).
 
 With timm installed, the transformer blocks are timm's `Block` (which uses
 fused scaled-dot-product attention); otherwise the equivalent block below.
@@ -120,6 +124,51 @@ class Srmae(nn.Module):
         return (loss * weights).sum() / weights.sum()
 
 
+class Mae(nn.Module):
+    """MAE (facebookresearch/mae's MaskedAutoencoderViT): encoder over cls + visible, linear head."""
+
+    def __init__(self, d=192, depth=12, heads=3, dd=256, ddepth=4, dheads=8, feat=None, L=196, p=16, r=None, c=3):
+        super().__init__()
+        self.patch_embed = nn.Linear(p * p * c, d)
+        self.cls = nn.Parameter(torch.zeros(1, 1, d))
+        self.register_buffer("pos", torch.randn(1, L + 1, d) * 0.02)
+        self.blocks = nn.ModuleList([make_block(d, heads) for _ in range(depth)])
+        self.norm = nn.LayerNorm(d, eps=1e-6)
+        self.dec_embed = nn.Linear(d, dd)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dd))
+        self.register_buffer("dpos", torch.randn(1, L + 1, dd) * 0.02)
+        self.dblocks = nn.ModuleList([make_block(dd, dheads) for _ in range(ddepth)])
+        self.dnorm = nn.LayerNorm(dd, eps=1e-6)
+        self.pred = nn.Linear(dd, p * p * c)
+        self.L = L
+
+    def forward(self, patches, visible, restore, hidden):
+        b = patches.shape[0]
+        x = self.patch_embed(patches) + self.pos[:, 1:]
+        x = torch.gather(x, 1, visible.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+        x = torch.cat([(self.cls + self.pos[:, :1]).expand(b, -1, -1), x], 1)
+        for blk in self.blocks:
+            x = blk(x)
+        x = self.dec_embed(self.norm(x))
+        x_ = torch.cat([x[:, 1:], self.mask_token.expand(b, self.L - (x.shape[1] - 1), -1)], 1)
+        x_ = torch.gather(x_, 1, restore.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+        x = torch.cat([x[:, :1], x_], 1) + self.dpos
+        for blk in self.dblocks:
+            x = blk(x)
+        pred = self.pred(self.dnorm(x)[:, 1:])
+        loss = ((pred - patches) ** 2).mean(-1)
+        return (loss * hidden).sum() / hidden.sum()
+
+
+def mae_inputs(b, m, dev):
+    L, c, p = m.get("L", 196), m.get("c", 3), m.get("p", 16)
+    kv = L - round(0.75 * L)
+    ids = torch.stack([(torch.arange(L) * 7 + i * 13) % L for i in range(b)])
+    visible, restore = ids[:, :kv], torch.argsort(ids, 1)
+    hidden = torch.ones(b, L).scatter(1, visible, 0.0)
+    return [t.to(dev) for t in (torch.randn(b, L, p * p * c), visible, restore, hidden)]
+
+
 class Classifier(nn.Module):
     """timm's VisionTransformer as MAE fine-tunes it: global pool + fc_norm."""
 
@@ -165,6 +214,7 @@ def main():
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--model", choices=sorted(MODELS) + ["fmnist-finetune"], default="tiny")
+    ap.add_argument("--method", choices=["srmae", "mae"], default="srmae", help="pretraining models only")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--bf16", action="store_true", help="torch.autocast(bfloat16)")
     ap.add_argument("--phases", action="store_true", help="also time forward, backward and optimiser separately")
@@ -175,6 +225,9 @@ def main():
     if a.model == "fmnist-finetune":
         model = Classifier().to(dev)
         inputs = [torch.randn(b, 49, 16).to(dev), (torch.arange(b) % 10).to(dev)]
+    elif a.method == "mae":
+        model = Mae(**MODELS[a.model]).to(dev)
+        inputs = mae_inputs(b, MODELS[a.model], dev)
     else:
         model = Srmae(**MODELS[a.model]).to(dev)
         inputs = srmae_inputs(b, MODELS[a.model], dev)
@@ -213,7 +266,7 @@ def main():
         blocks = "timm"
     except ImportError:
         blocks = "local"
-    print(json.dumps({"impl": "pytorch-eager", "torch": torch.__version__, "blocks": blocks, "model": a.model,
+    print(json.dumps({"impl": "pytorch-eager", "torch": torch.__version__, "blocks": blocks, "model": a.model, "method": a.method,
                       "device": a.device, "precision": "bf16" if a.bf16 else "f32", "batch": b, "threads": a.threads,
                       "median_step_s": med, "peak_rss_mib": peak_rss_mib(), "images_per_s": b / med, "gpu_mem_gib": mem, "phases_s": phases_s}))
 

@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use srmae_model::training::autocast::{parse_precision, Autocast};
 use srmae_model::candle::{DType, Device, Tensor};
-use srmae_model::methods::mae::MaeConfig;
+use srmae_model::methods::mae::{Mae, MaeConfig};
 use srmae_model::training::optim::{param_groups, AdamW};
 use srmae_model::layers::classifier::{cross_entropy, Pool, VitClassifier};
 use srmae_model::methods::srmae::{inputs_from_host, Srmae, SrmaeConfig, SrmaeInputs};
@@ -33,6 +33,10 @@ pub struct StepArgs {
     /// `fmnist-finetune` (the fmnist-finetune recipe's classifier).
     #[arg(long, default_value = "tiny")]
     pub model: String,
+    /// `srmae` or `mae` (the same encoder and decoder with MAE's random
+    /// masking and linear head; models tiny, base and fmnist).
+    #[arg(long, default_value = "srmae", value_parser = ["srmae", "mae"])]
+    pub method: String,
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -90,6 +94,42 @@ fn synthetic_batch(cfg: &SrmaeConfig, b: usize, dev: &Device) -> Result<SrmaeInp
     Ok(inputs_from_host(patches, &visible, &clues, clue_px, &restore, &mask, b, dev)?)
 }
 
+/// One MAE step's input for `cfg`: the same fixed split as
+/// `synthetic_batch`, the selected three quarters hidden.
+struct MaeBatch {
+    patches: Tensor,
+    visible: Tensor,
+    restore: Tensor,
+    hidden: Tensor,
+    n_hidden: usize,
+}
+
+fn synthetic_mae_batch(cfg: &MaeConfig, b: usize, dev: &Device) -> Result<MaeBatch> {
+    let enc = &cfg.encoder;
+    let l = enc.num_patches();
+    let kv = l - (0.75 * l as f64).round() as usize;
+    let mut visible = Vec::with_capacity(b * kv);
+    let mut restore = vec![0u32; b * l];
+    let mut hidden = vec![0f32; b * l];
+    for i in 0..b {
+        let ids: Vec<u32> = (0..l as u32).map(|k| (k * 7 + i as u32 * 13) % l as u32).collect();
+        for (pos, &id) in ids.iter().enumerate() {
+            restore[i * l + id as usize] = pos as u32;
+            hidden[i * l + id as usize] = if pos < kv { 0.0 } else { 1.0 };
+        }
+        visible.extend_from_slice(&ids[..kv]);
+    }
+    let pd = enc.patch_dim();
+    let patches = Tensor::from_vec((0..b * l * pd).map(|i| (i as f32 * 0.013).sin()).collect::<Vec<_>>(), (b, l, pd), dev)?;
+    Ok(MaeBatch {
+        patches,
+        visible: Tensor::from_vec(visible, (b, kv), dev)?,
+        restore: Tensor::from_vec(restore, (b, l), dev)?,
+        hidden: Tensor::from_vec(hidden, (b, l), dev)?,
+        n_hidden: b * (l - kv),
+    })
+}
+
 /// Device memory in use (total - free), in bytes, on CUDA builds.
 fn device_memory_used(dev: &Device) -> Option<u64> {
     #[cfg(feature = "cuda")]
@@ -114,6 +154,7 @@ struct Timing {
 #[derive(Clone)]
 enum Bench {
     Srmae(SrmaeConfig),
+    Mae(MaeConfig),
     /// The fine-tuning classifier (global pool + fc_norm, label smoothing 0.1).
     Classifier(VitConfig, usize),
 }
@@ -127,6 +168,11 @@ fn build(bench: &Bench, vb: candle_nn::VarBuilder, b: usize, dev: &Device) -> Re
             let model = Srmae::new(cfg, vb)?;
             let x = synthetic_batch(cfg, b, dev)?;
             Box::new(move || Ok(model.forward(&x, true)?.loss))
+        }
+        Bench::Mae(cfg) => {
+            let model = Mae::new(cfg, vb)?;
+            let x = synthetic_mae_batch(cfg, b, dev)?;
+            Box::new(move || Ok(model.forward(&x.patches, &x.visible, &x.restore, &x.hidden, x.n_hidden, true)?.loss))
         }
         Bench::Classifier(cfg, classes) => {
             let model = VitClassifier::new(cfg, *classes, Pool::Gap, vb)?;
@@ -215,6 +261,11 @@ pub fn run(a: StepArgs) -> Result<()> {
         "fmnist-finetune" => (Bench::Classifier(VitConfig { drop_path: 0.1, ..fmnist_encoder }, 10), "fmnist-finetune classifier vit96x4 gap"),
         other => bail!("--model {other:?}: expected tiny, base, fmnist or fmnist-finetune"),
     };
+    let (bench, name) = match (a.method.as_str(), bench) {
+        ("srmae", bench) => (bench, name.to_string()),
+        ("mae", Bench::Srmae(cfg)) => (Bench::Mae(cfg.mae.clone()), name.replacen("srmae", "mae", 1).split(" sr-head").next().unwrap_or(name).to_string()),
+        (m, _) => bail!("--method {m} needs a pretraining model (tiny, base or fmnist), not {}", a.model),
+    };
     if a.steps == 0 || a.batch == 0 {
         bail!("--steps and --batch must be at least 1");
     }
@@ -229,7 +280,8 @@ pub fn run(a: StepArgs) -> Result<()> {
             Err(e) => return Err(e).with_context(|| format!("batch {b} on {}", a.device)),
         }
     };
-    let mut line = serde_json::json!({"impl": "srmae-candle", "model": name, "device": a.device, "precision": a.precision,
+    let mut line = serde_json::json!({"impl": "srmae-candle", "model": name, "method": a.method, "device": a.device,
+        "cuda_ops": if dev.is_cuda() { if srmae_model::ops::cuda_ops_enabled() { "fused" } else { "composed" } } else { "cpu" }, "precision": a.precision,
         "batch": b, "threads": rayon::current_num_threads(), "median_step_s": timing.median_s,
         "images_per_s": b as f64 / timing.median_s,
         "gpu_mem_gib": timing.mem.map(|m| m as f64 / (1u64 << 30) as f64), "peak_rss_mib": peak_rss_mib()});
