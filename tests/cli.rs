@@ -103,3 +103,18 @@ fn bad_source_gives_a_clear_error() {
     assert!(text(&o).contains("nothing-here"), "{}", text(&o));
     assert!(!out.join("manifest.json").exists());
 }
+
+#[test]
+fn selftest_checks_every_fused_op_on_the_cpu() {
+    let o = srmae(&["selftest"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout).lines().map(|l| serde_json::from_str(l).expect("one JSON object per line")).collect();
+    let ops: std::collections::BTreeSet<&str> = lines.iter().map(|l| l["op"].as_str().unwrap()).collect();
+    for op in ["attention", "linear", "linear_gelu", "layer_norm", "conv3x3_rows", "adamw", "grad_norm"] {
+        assert!(ops.contains(op), "{op} missing from {ops:?}");
+    }
+    assert!(lines.iter().all(|l| l["pass"] == true && l["max_rel_err"].as_f64().unwrap() <= l["tolerance"].as_f64().unwrap()), "{lines:?}");
+    // The default (CPU-only) build refuses a GPU by name rather than skipping it.
+    let o = srmae(&["selftest", "--device", "cuda"]);
+    assert!(!o.status.success() && text(&o).contains("without CUDA support"), "{}", text(&o));
+}

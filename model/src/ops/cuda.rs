@@ -15,7 +15,7 @@
 //! code never sees this file.
 
 use candle_core::cuda_backend::cudarc::cublas::{result as cublas_result, sys as cublas_sys};
-use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaStream, CudaView, DevicePtr, LaunchConfig, PushKernelArg, SyncOnDrop};
+use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaStream, CudaView, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg, SyncOnDrop};
 use candle_core::cuda_backend::cudarc::driver::{CudaFunction, LaunchArgs};
 use candle_core::cuda_backend::WrapErr;
 use candle_core::op::BackpropOp;
@@ -253,7 +253,7 @@ pub(crate) fn gemm(
     let stream = dev.cuda_stream();
     let (pa, _ga) = a.device_ptr(&stream);
     let (pb, _gb) = b.device_ptr(&stream);
-    let (pc, _gc) = c.device_ptr(&stream);
+    let (pc, _gc) = c.device_ptr_mut(&stream);
     let op = |t: bool| if t { cublas_sys::cublasOperation_t::CUBLAS_OP_T } else { cublas_sys::cublasOperation_t::CUBLAS_OP_N };
     let blas = dev.cublas_handle();
     // SAFETY: the pointers come from live device buffers of this stream (the
