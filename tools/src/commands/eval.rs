@@ -98,7 +98,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
         }
         std::fs::write(out.join("lowres.md"), md).context("writing lowres.md")?;
         let points = rows.iter().filter_map(|r| Some((r["res"].as_f64()?, r["top1"].as_f64()?))).collect();
-        line_chart(&out.join("lowres.png"), "accuracy vs test resolution", "test resolution (px)", "top-1 (%)", &[Series { name: cfg.task.clone(), points }])?;
+        line_chart(&out.join("lowres.png"), "accuracy vs test resolution", "test resolution (px)", "top-1 (%)", &[Series::new(cfg.task.clone(), points)])?;
     }
     println!("results in {}", out.join("eval.json").display());
     Ok(())
