@@ -27,6 +27,22 @@ __device__ __forceinline__ double warp_sum_f64(double v) {
   return v;
 }
 
+// The sum of v over a whole block (blockDim.x a multiple of 32, at most
+// 1024), in a fixed tree order; the result is valid in thread 0. Every
+// thread of the block must call it.
+__device__ __forceinline__ double block_sum_f64(double v) {
+  __shared__ double warps[32];
+  v = warp_sum_f64(v);
+  if (threadIdx.x % WARP == 0) warps[threadIdx.x / WARP] = v;
+  __syncthreads();
+  double w = 0.0;
+  if (threadIdx.x < WARP) {
+    w = threadIdx.x < blockDim.x / WARP ? warps[threadIdx.x] : 0.0;
+    w = warp_sum_f64(w);
+  }
+  return w;
+}
+
 // Exact (erf) GELU and its derivative, as torch.nn.GELU() / MAE.
 __device__ __forceinline__ float gelu_erf(float z) {
   return 0.5f * z * (1.0f + erff(z * 0.70710678118654752f));

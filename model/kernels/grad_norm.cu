@@ -16,28 +16,14 @@ extern "C" __global__ void sum_squares_partials(const NormTensor* __restrict__ t
     const double v = t.x[i];
     acc += v * v;
   }
-  __shared__ double warps[32];
-  acc = warp_sum_f64(acc);
-  if (threadIdx.x % WARP == 0) warps[threadIdx.x / WARP] = acc;
-  __syncthreads();
-  if (threadIdx.x < WARP) {
-    double w = threadIdx.x < blockDim.x / WARP ? warps[threadIdx.x] : 0.0;
-    w = warp_sum_f64(w);
-    if (threadIdx.x == 0) partial[blockIdx.y * (int64_t)gridDim.x + blockIdx.x] = w;
-  }
+  const double total = block_sum_f64(acc);
+  if (threadIdx.x == 0) partial[blockIdx.y * (int64_t)gridDim.x + blockIdx.x] = total;
 }
 
 // One block of 256 threads: out[0] = Σ partial (strided per thread, then the tree).
 extern "C" __global__ void sum_partials(const double* __restrict__ partial, int64_t n, double* __restrict__ out) {
   double acc = 0.0;
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x) acc += partial[i];
-  __shared__ double warps[32];
-  acc = warp_sum_f64(acc);
-  if (threadIdx.x % WARP == 0) warps[threadIdx.x / WARP] = acc;
-  __syncthreads();
-  if (threadIdx.x < WARP) {
-    double w = threadIdx.x < blockDim.x / WARP ? warps[threadIdx.x] : 0.0;
-    w = warp_sum_f64(w);
-    if (threadIdx.x == 0) out[0] = w;
-  }
+  const double total = block_sum_f64(acc);
+  if (threadIdx.x == 0) out[0] = total;
 }

@@ -74,21 +74,26 @@ MODELS = {
 }
 
 
+def encoder_decoder(m, d, depth, heads, dd, ddepth, dheads, L, p, c):
+    """The modules SRMAE and MAE share: patch embedding, cls, encoder, decoder."""
+    m.patch_embed = nn.Linear(p * p * c, d)
+    m.cls = nn.Parameter(torch.zeros(1, 1, d))
+    m.register_buffer("pos", torch.randn(1, L + 1, d) * 0.02)
+    m.blocks = nn.ModuleList([make_block(d, heads) for _ in range(depth)])
+    m.norm = nn.LayerNorm(d, eps=1e-6)
+    m.dec_embed = nn.Linear(d, dd)
+    m.mask_token = nn.Parameter(torch.zeros(1, 1, dd))
+    m.register_buffer("dpos", torch.randn(1, L + 1, dd) * 0.02)
+    m.dblocks = nn.ModuleList([make_block(dd, dheads) for _ in range(ddepth)])
+    m.dnorm = nn.LayerNorm(dd, eps=1e-6)
+
+
 class Srmae(nn.Module):
     def __init__(self, d=192, depth=12, heads=3, dd=256, ddepth=4, dheads=8, feat=32, L=196, p=16, r=4, c=3):
         super().__init__()
-        self.patch_embed = nn.Linear(p * p * c, d)
+        encoder_decoder(self, d, depth, heads, dd, ddepth, dheads, L, p, c)
         self.clue_embed = nn.Linear(c * r * r, d)
-        self.cls = nn.Parameter(torch.zeros(1, 1, d))
         self.lowres = nn.Parameter(torch.zeros(1, 1, d))
-        self.register_buffer("pos", torch.randn(1, L + 1, d) * 0.02)
-        self.blocks = nn.ModuleList([make_block(d, heads) for _ in range(depth)])
-        self.norm = nn.LayerNorm(d, eps=1e-6)
-        self.dec_embed = nn.Linear(d, dd)
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, dd))
-        self.register_buffer("dpos", torch.randn(1, L + 1, dd) * 0.02)
-        self.dblocks = nn.ModuleList([make_block(dd, dheads) for _ in range(ddepth)])
-        self.dnorm = nn.LayerNorm(dd, eps=1e-6)
         self.proj = nn.Linear(dd, feat * r * r)
         self.conv_in = nn.Conv2d(feat + c + 1, feat, 3, padding=1)
         self.res = nn.ModuleList([nn.Conv2d(feat, feat, 3, padding=1) for _ in range(4)])
@@ -129,16 +134,7 @@ class Mae(nn.Module):
 
     def __init__(self, d=192, depth=12, heads=3, dd=256, ddepth=4, dheads=8, feat=None, L=196, p=16, r=None, c=3):
         super().__init__()
-        self.patch_embed = nn.Linear(p * p * c, d)
-        self.cls = nn.Parameter(torch.zeros(1, 1, d))
-        self.register_buffer("pos", torch.randn(1, L + 1, d) * 0.02)
-        self.blocks = nn.ModuleList([make_block(d, heads) for _ in range(depth)])
-        self.norm = nn.LayerNorm(d, eps=1e-6)
-        self.dec_embed = nn.Linear(d, dd)
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, dd))
-        self.register_buffer("dpos", torch.randn(1, L + 1, dd) * 0.02)
-        self.dblocks = nn.ModuleList([make_block(dd, dheads) for _ in range(ddepth)])
-        self.dnorm = nn.LayerNorm(dd, eps=1e-6)
+        encoder_decoder(self, d, depth, heads, dd, ddepth, dheads, L, p, c)
         self.pred = nn.Linear(dd, p * p * c)
         self.L = L
 

@@ -100,6 +100,18 @@ pub(crate) fn storage_view<'a>(s: &'a CudaStorage, l: &Layout, op: &str) -> Resu
     Ok(s.as_cuda_slice::<f32>()?.slice(a..b))
 }
 
+/// The contiguous F32 inputs of a `cuda_fwd` and their device.
+pub(crate) fn storage_views<'a, const N: usize>(inputs: [(&'a CudaStorage, &Layout); N], op: &str) -> Result<(CudaDevice, [CudaView<'a, f32>; N])> {
+    let Some(first) = inputs.first() else { bail!("{op}: no inputs") };
+    let dev = first.0.device.clone();
+    let mut views = Vec::with_capacity(N);
+    for (s, l) in inputs {
+        views.push(storage_view(s, l, op)?);
+    }
+    let views: [CudaView<'a, f32>; N] = views.try_into().map_err(|_| candle_core::Error::Msg(format!("{op}: input count")))?;
+    Ok((dev, views))
+}
+
 /// A tensor's CUDA F32 storage, borrowed for the duration of a backward.
 pub(crate) struct CudaF32<'a> {
     guard: StorageRef<'a>,

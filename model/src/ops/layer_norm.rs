@@ -79,8 +79,7 @@ impl CustomOp3 for LayerNormOp {
         use super::cuda::{self, Module};
         use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
         use candle_core::cuda_backend::WrapErr;
-        let dev = s1.device.clone();
-        let (x, w, b) = (cuda::storage_view(s1, l1, self.name())?, cuda::storage_view(s2, l2, self.name())?, cuda::storage_view(s3, l3, self.name())?);
+        let (dev, [x, w, b]) = cuda::storage_views([(s1, l1), (s2, l2), (s3, l3)], self.name())?;
         let d = w.len();
         let rows = x.len() / d.max(1);
         let y = cuda::alloc(&dev, x.len())?;

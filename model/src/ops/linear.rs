@@ -84,8 +84,7 @@ impl CustomOp3 for LinearOp {
         use super::cuda::{self, Mat, Module, Operand};
         use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
         use candle_core::cuda_backend::WrapErr;
-        let dev = s1.device.clone();
-        let (x, w, b) = (cuda::storage_view(s1, l1, self.name())?, cuda::storage_view(s2, l2, self.name())?, cuda::storage_view(s3, l3, self.name())?);
+        let (dev, [x, w, b]) = cuda::storage_views([(s1, l1), (s2, l2), (s3, l3)], self.name())?;
         let (out_dim, in_dim) = l2.shape().dims2()?;
         let rows = x.len() / in_dim.max(1);
         let mut z = cuda::alloc(&dev, rows * out_dim)?;

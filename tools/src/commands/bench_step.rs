@@ -60,10 +60,20 @@ pub struct StepArgs {
 /// quarter visible, the rest clues, as the recipes' `select_ratio` 0.75 and
 /// `clue_fraction` 1), shifted per sample. ViT-Ti/16: 49 visible, 147
 /// clues of 3x4x4; Fashion-MNIST: 12 visible, 37 clues of 1x1x1.
+/// Sample `i`'s patch order of the fixed split: the first `kv` are visible.
+fn fixed_order(l: usize, i: usize) -> Vec<u32> {
+    (0..l as u32).map(|k| (k * 7 + i as u32 * 13) % l as u32).collect()
+}
+
+/// Visible patches of the fixed split: a quarter of `l`.
+fn visible_count(l: usize) -> usize {
+    l - (0.75 * l as f64).round() as usize
+}
+
 fn synthetic_batch(cfg: &SrmaeConfig, b: usize, dev: &Device) -> Result<SrmaeInputs> {
     let enc = &cfg.mae.encoder;
     let l = enc.num_patches();
-    let kv = l - (0.75 * l as f64).round() as usize;
+    let kv = visible_count(l);
     let kc = l - kv;
     let clue_dim = enc.in_chans * cfg.clue_side * cfg.clue_side;
     let mut visible = Vec::with_capacity(b * kv);
@@ -71,7 +81,7 @@ fn synthetic_batch(cfg: &SrmaeConfig, b: usize, dev: &Device) -> Result<SrmaeInp
     let mut restore = vec![0u32; b * l];
     let mut mask = vec![0u8; b * l];
     for i in 0..b {
-        let ids: Vec<u32> = (0..l as u32).map(|k| (k * 7 + i as u32 * 13) % l as u32).collect();
+        let ids = fixed_order(l, i);
         for (pos, &id) in ids.iter().enumerate() {
             restore[i * l + id as usize] = pos as u32;
             mask[i * l + id as usize] = if pos < kv { 0 } else { 2 };
@@ -107,12 +117,12 @@ struct MaeBatch {
 fn synthetic_mae_batch(cfg: &MaeConfig, b: usize, dev: &Device) -> Result<MaeBatch> {
     let enc = &cfg.encoder;
     let l = enc.num_patches();
-    let kv = l - (0.75 * l as f64).round() as usize;
+    let kv = visible_count(l);
     let mut visible = Vec::with_capacity(b * kv);
     let mut restore = vec![0u32; b * l];
     let mut hidden = vec![0f32; b * l];
     for i in 0..b {
-        let ids: Vec<u32> = (0..l as u32).map(|k| (k * 7 + i as u32 * 13) % l as u32).collect();
+        let ids = fixed_order(l, i);
         for (pos, &id) in ids.iter().enumerate() {
             restore[i * l + id as usize] = pos as u32;
             hidden[i * l + id as usize] = if pos < kv { 0.0 } else { 1.0 };
