@@ -6,7 +6,12 @@
 
 Mean ± sample std over the seeds present (n is shown); top-1 in percent.
 Also writes ROOT/mean/{arm}-{ft,lp}.json: the means in `srmae eval`'s
-eval.json layout (plus "std" and "seeds"), which `srmae plot` draws.
+eval.json layout (plus "std" and "seeds"), which `srmae plot` draws with
+error bars. Then the checks the protocol asks for: fine-tuned against the
+linear probe and pretrained against scratch (per arm, every resolution),
+SRMAE against MAE at the lowest resolution (mean difference, per-seed paired
+differences, and the seed spread), and the fine-tuning runs' held-out
+validation curves (mean over seeds), to show whether the budget converged.
 """
 import glob
 import json
@@ -66,6 +71,8 @@ def main(root, test_set="the 10,000 Fashion-MNIST test images"):
             if rows:
                 with open(os.path.join(root, "mean", f"{arm}-{short}.json"), "w") as f:
                     json.dump({"protocol": proto, "arm": arm, "results": rows}, f, indent=1)
+    checks(seeds, arms, res, table)
+    curves(seeds, arms)
     psnr = [load(os.path.join(s, "srmae-pre", "psnr", "sr_quality.json")) for s in seeds]
     psnr = [p for p in psnr if p]
     if psnr:
@@ -99,6 +106,91 @@ def main(root, test_set="the 10,000 Fashion-MNIST test images"):
         print("| run | seconds |\n|---|---:|")
         for k, v in total.items():
             print(f"| {k} | {statistics.mean(v):.0f} |")
+
+
+def per_seed(seeds, sub, res):
+    """{seed name: top-1 at res} for the runs of one arm and protocol."""
+    out = {}
+    for s in seeds:
+        ev = load(os.path.join(s, sub, "eval.json"))
+        if ev:
+            by = {r["res"]: r["top1"] for r in ev["results"]}
+            if res in by:
+                out[os.path.basename(s)] = by[res]
+    return out
+
+
+def paired(seeds, a_sub, b_sub, res):
+    """Per-seed differences a - b over the seeds both have."""
+    a, b = per_seed(seeds, a_sub, res), per_seed(seeds, b_sub, res)
+    return [a[k] - b[k] for k in sorted(a) if k in b]
+
+
+def diff_cell(d):
+    if not d:
+        return "—"
+    if len(d) == 1:
+        return f"{d[0]:+.2f}"
+    return f"{statistics.mean(d):+.2f} ± {statistics.stdev(d):.2f} ({sum(x > 0 for x in d)}/{len(d)} seeds > 0)"
+
+
+def checks(seeds, arms, res, table):
+    if not res:
+        return
+    print("\nChecks (per-seed paired differences, mean ± std, in points):\n")
+    print("| check | " + " | ".join(f"{r} px" for r in res) + " |")
+    print("|---|" + "---:|" * len(res))
+    for arm in arms:
+        if arm == "scratch":
+            continue
+        print(f"| {arm}: fine-tuned − linear probe | " + " | ".join(diff_cell(paired(seeds, f"{arm}-ft-full", f"{arm}-lp", r)) for r in res) + " |")
+    for arm in arms:
+        if arm == "scratch":
+            continue
+        print(f"| {arm} − scratch, fine-tuned | " + " | ".join(diff_cell(paired(seeds, f"{arm}-ft-full", "scratch-ft-full", r)) for r in res) + " |")
+    low = min(res)
+    vlr = sorted({r for (arm, proto, r) in table if proto == "fine-tune at low res"})
+    for arm in arms:
+        if arm == "scratch":
+            continue
+        for r in vlr:
+            print(f"| {arm} − scratch, fine-tuned and tested at {r} px (VLR) | " + " | ".join(diff_cell(paired(seeds, f"{arm}-ft-vlr", "scratch-ft-vlr", r)) if x == r else "" for x in res) + " |")
+    for arm in arms:
+        if arm in ("mae", "scratch"):
+            continue
+        cells = [diff_cell(paired(seeds, f"{arm}-ft-full", "mae-ft-full", r)) for r in res]
+        print(f"| {arm} − mae, fine-tuned | " + " | ".join(cells) + " |")
+        cells = [diff_cell(paired(seeds, f"{arm}-lp", "mae-lp", r)) for r in res]
+        print(f"| {arm} − mae, linear probe | " + " | ".join(cells) + " |")
+        for r in vlr:
+            print(f"| {arm} − mae, fine-tuned and tested at {r} px (VLR) | " + " | ".join(diff_cell(paired(seeds, f"{arm}-ft-vlr", "mae-ft-vlr", r)) if x == r else "" for x in res) + " |")
+    print(f"\nLowest resolution ({low} px) after fine-tuning: the seed spread (sample std) of each arm:",
+          ", ".join(f"{arm} {statistics.stdev(v):.2f}" for arm in arms for v in [table.get((arm, "fine-tune", low), [])] if len(v) > 1) or "—")
+
+
+def curves(seeds, arms):
+    """Held-out validation top-1 by epoch of the fine-tuning at full resolution, mean over seeds."""
+    rows = {}
+    for arm in arms:
+        by_epoch = {}
+        for s in seeds:
+            path = os.path.join(s, f"{arm}-ft-full", "metrics.jsonl")
+            if not os.path.exists(path):
+                continue
+            for line in open(path):
+                m = json.loads(line)
+                if "epoch_end" in m and "eval" in m:
+                    by_epoch.setdefault(m["epoch_end"], []).append(m["eval"]["top1"])
+        if by_epoch:
+            rows[arm] = by_epoch
+    if not rows:
+        return
+    epochs = sorted({e for v in rows.values() for e in v})
+    print("\nValidation curve of the fine-tuning (held-out split, top-1 %, mean over seeds) by epoch:\n")
+    print("| arm | " + " | ".join(str(e) for e in epochs) + " |")
+    print("|---|" + "---:|" * len(epochs))
+    for arm, by_epoch in rows.items():
+        print(f"| {arm} | " + " | ".join(f"{statistics.mean(by_epoch[e]):.1f}" if e in by_epoch else "—" for e in epochs) + " |")
 
 
 if __name__ == "__main__":
