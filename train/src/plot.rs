@@ -68,8 +68,9 @@ pub fn line_chart(path: &Path, title: &str, x_label: &str, y_label: &str, series
         x1 = x0 + 1.0;
     }
     if series.iter().any(|s| s.errors.iter().any(|&e| e > 0.0)) {
-        // Room for the shifted error bars at both ends.
-        let xpad = (x1 - x0) * 0.03;
+        // Room for the shifted error bars (1.5 % of the range per series
+        // from the middle one, caps 1 %) at both ends.
+        let xpad = (x1 - x0) * (0.015 * (series.len() as f64 - 1.0) / 2.0 + 0.02).max(0.03);
         (x0, x1) = (x0 - xpad, x1 + xpad);
     }
     let pad = ((y1 - y0) * 0.05).max(1e-6);
