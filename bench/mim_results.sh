@@ -26,8 +26,8 @@
 # photos32: bench/make_corpus.py from Debian's wallpapers (81 classes, each the
 #   crops of one photograph): 60 training and 25 test crops per class (seed 0),
 #   10 held-out crops per class from another seed (the validation split), packed
-#   raw at a longer side of 48 px; 6 pretraining / 6 fine-tuning epochs (3 with the
-#   recipe before its fix), VLR 8,
+#   raw at a longer side of 48 px; 6 pretraining / 10 fine-tuning epochs (3 with the
+#   recipe before its fix, then 6), VLR 8,
 #   test resolutions 32,16,12,8. CORPUS (data/photo-corpus) is built when absent.
 # Nothing is tuned.
 set -euo pipefail
@@ -51,7 +51,7 @@ case $TASK in
     ;;
   photos32)
     OUT=${1:-runs/results-photos}
-    PE=${PRETRAIN_EPOCHS:-6} FE=${FINETUNE_EPOCHS:-6} VLR=${VLR:-8} RES=32,16,12,8
+    PE=${PRETRAIN_EPOCHS:-6} FE=${FINETUNE_EPOCHS:-10} VLR=${VLR:-8} RES=32,16,12,8
     CORPUS=${CORPUS:-data/photo-corpus}
     TRAIN=data/photos-train VAL=data/photos-holdout TEST=data/photos-test
     [ -d $CORPUS/train ] || python3 bench/make_corpus.py $CORPUS --train-per-class 60 --val-per-class 25 --seed 0
