@@ -157,10 +157,7 @@ impl CustomOp1 for AttentionOp {
         if s.n > 0 && s.b > 0 {
             let qkv = Operand::new(&dev, cuda::storage_view(st, l, self.name())?, self.bf16)?;
             let (probs, probs_bf16) = gpu::probabilities(&dev, s, &qkv, self.bf16)?;
-            let p = match probs_bf16 {
-                Some(p) => Operand::Bf16(p),
-                None => Operand::F32(probs.slice(..)),
-            };
+            let p = Operand::f32_or_bf16(&probs, probs_bf16);
             gpu::per_head(s, |h| gpu::probs_times_v(&dev, s, h, &p, &qkv, &mut out))?;
         }
         Ok((cuda::storage(out, &dev), Shape::from((s.b, s.n, s.d))))
@@ -214,10 +211,7 @@ impl AttentionOp {
         let x = Operand::new(&dev, xv.view()?, self.bf16)?;
         let go = Operand::new(&dev, gv.view()?, self.bf16)?;
         let (probs, probs_bf16) = gpu::probabilities(&dev, s, &x, self.bf16)?;
-        let p = match probs_bf16 {
-            Some(p) => Operand::Bf16(p),
-            None => Operand::F32(probs.slice(..)),
-        };
+        let p = Operand::f32_or_bf16(&probs, probs_bf16);
         let (nn, hnn, row3) = (n * n, heads * n * n, n * 3 * d);
         // dV = Pᵀ dO and dP = dO Vᵀ, per head over the batch.
         let mut dp = cuda::alloc(&dev, b * hnn)?;
@@ -228,12 +222,7 @@ impl AttentionOp {
         drop(p);
         // dS = s P ⊙ (dP − rowsum(dP ⊙ P)), in place in dP (and as BF16).
         let rows = b * heads * n;
-        let ds_bf16 = if self.bf16 {
-            // SAFETY: the kernel below writes every element.
-            Some(unsafe { dev.alloc::<u16>(b * hnn)? })
-        } else {
-            None
-        };
+        let ds_bf16 = cuda::alloc_bf16_copy(&dev, b * hnn, self.bf16)?;
         {
             let f = cuda::func(&dev, Module::Attention, "softmax_rows_bwd")?;
             let mut args = f.builder();
@@ -251,10 +240,7 @@ impl AttentionOp {
             unsafe { args.launch(cuda::per_row(rows)) }.w()?;
         }
         drop(probs);
-        let ds = match ds_bf16 {
-            Some(t) => Operand::Bf16(t),
-            None => Operand::F32(dp.slice(..)),
-        };
+        let ds = Operand::f32_or_bf16(&dp, ds_bf16);
         // dQ = dS K, dK = dSᵀ Q (the scale is already in dS).
         gpu::per_head(s, |h| {
             cuda::gemm(&dev, (n, hd, n), (&ds, Mat::rows(h * nn, n, hnn)), (&x, Mat::rows(d + h * hd, 3 * d, row3)), (&mut dx, Mat::rows(h * hd, 3 * d, row3)), 1.0, 0.0, b)?;
@@ -288,12 +274,7 @@ mod gpu {
             cuda::gemm(dev, (n, n, hd), (qkv, Mat::rows(h * hd, 3 * d, row3)), (qkv, Mat::rows(d + h * hd, 3 * d, row3).t()), (&mut probs, Mat::rows(h * nn, n, hnn)), s.scale(), 0.0, b)
         })?;
         let rows = b * s.heads * n;
-        let probs_bf16 = if bf16 {
-            // SAFETY: the kernel below writes every element.
-            Some(unsafe { dev.alloc::<u16>(b * hnn)? })
-        } else {
-            None
-        };
+        let probs_bf16 = cuda::alloc_bf16_copy(dev, b * hnn, bf16)?;
         let f = cuda::func(dev, Module::Attention, "softmax_rows")?;
         let mut args = f.builder();
         let (rows64, n32, null) = (rows as i64, n as i32, 0u64);

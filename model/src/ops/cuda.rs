@@ -151,6 +151,16 @@ pub(crate) fn alloc(dev: &CudaDevice, n: usize) -> Result<CudaSlice<f32>> {
     unsafe { dev.alloc::<f32>(n.max(1)) }
 }
 
+/// A buffer for the BF16 copy a kernel writes beside its F32 result, when
+/// the products run in BF16.
+pub(crate) fn alloc_bf16_copy(dev: &CudaDevice, n: usize, bf16: bool) -> Result<Option<CudaSlice<u16>>> {
+    if !bf16 {
+        return Ok(None);
+    }
+    // SAFETY: the kernel given this buffer writes all n elements before anything reads them.
+    Ok(Some(unsafe { dev.alloc::<u16>(n.max(1))? }))
+}
+
 /// A tensor (no graph) over a CUDA buffer.
 pub(crate) fn tensor(slice: CudaSlice<f32>, dev: &CudaDevice, shape: impl Into<Shape>) -> Tensor {
     Tensor::from_storage(Storage::Cuda(CudaStorage::wrap_cuda_slice(slice, dev.clone())), shape, BackpropOp::none(), false)
@@ -190,6 +200,14 @@ impl<'a> Operand<'a> {
             Ok(Operand::Bf16(to_bf16(dev, &src)?))
         } else {
             Ok(Operand::F32(src))
+        }
+    }
+
+    /// The BF16 copy when a kernel wrote one, else the F32 original.
+    pub(crate) fn f32_or_bf16(f32: &'a CudaSlice<f32>, bf16: Option<CudaSlice<u16>>) -> Operand<'a> {
+        match bf16 {
+            Some(t) => Operand::Bf16(t),
+            None => Operand::F32(f32.slice(..)),
         }
     }
 
