@@ -20,6 +20,15 @@ impl LayerNorm {
         let bias = vb.get_with_hints(dim, "bias", candle_nn::Init::Const(0.0))?;
         Ok(LayerNorm { weight, bias, eps })
     }
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+    pub fn bias(&self) -> &Tensor {
+        &self.bias
+    }
+    pub fn eps(&self) -> f64 {
+        self.eps
+    }
 }
 
 impl Module for LayerNorm {

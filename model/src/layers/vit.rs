@@ -3,7 +3,7 @@
 //! blocks with qkv bias, MLP ratio 4, exact GELU, LayerNorm eps 1e-6, and
 //! stochastic depth.
 
-use candle_core::{DType, Module, Result, Tensor};
+use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::layers::linear::Linear;
@@ -157,6 +157,26 @@ pub fn seed_stochastic_depth(seed: u64) {
     DROP_PATH_RNG.with(|r| *r.borrow_mut() = <rand_chacha::ChaCha8Rng as rand_core::SeedableRng>::seed_from_u64(seed));
 }
 
+/// Stochastic depth's per-sample scales for a batch of `b`: 0 for a dropped
+/// sample (probability `p`), 1/(1-p) for a kept one; draws from this
+/// thread's stream (`seed_stochastic_depth`).
+pub fn drop_path_scales(b: usize, p: f64) -> Vec<f32> {
+    let kept = (1.0 / (1.0 - p)) as f32;
+    DROP_PATH_RNG.with(|r| {
+        let mut r = r.borrow_mut();
+        (0..b)
+            .map(|_| {
+                let u = (rand_core::RngCore::next_u32(&mut *r) >> 8) as f32 / (1u32 << 24) as f32;
+                if u >= p as f32 {
+                    kept
+                } else {
+                    0.0
+                }
+            })
+            .collect()
+    })
+}
+
 /// Stochastic depth: during training, drops the residual branch of a whole
 /// sample with probability `p` and scales kept ones by 1/(1-p).
 pub fn drop_path(x: &Tensor, p: f64, train: bool) -> Result<Tensor> {
@@ -164,12 +184,7 @@ pub fn drop_path(x: &Tensor, p: f64, train: bool) -> Result<Tensor> {
         return Ok(x.clone());
     }
     let b = x.dim(0)?;
-    let draws: Vec<f32> = DROP_PATH_RNG.with(|r| {
-        let mut r = r.borrow_mut();
-        (0..b).map(|_| (rand_core::RngCore::next_u32(&mut *r) >> 8) as f32 / (1u32 << 24) as f32).collect()
-    });
-    let keep = Tensor::from_vec(draws, b, x.device())?.ge(p)?.to_dtype(DType::F32)?;
-    let keep = (keep / (1.0 - p))?.reshape((b, 1, 1))?;
+    let keep = Tensor::from_vec(drop_path_scales(b, p), (b, 1, 1), x.device())?.to_dtype(x.dtype())?;
     x.broadcast_mul(&keep)
 }
 
@@ -197,8 +212,36 @@ impl Block {
     /// # Shapes
     /// - `x`: `[B, N, D]` -> `[B, N, D]`
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if let Some(params) = self.fused_params() {
+            if crate::ops::block::fused(x, &params) {
+                let scales = if train && self.drop_path > 0.0 {
+                    let b = x.dim(0)?;
+                    // The attention branch's draws first, as the per-op path below.
+                    let attn = drop_path_scales(b, self.drop_path);
+                    Some(crate::ops::block::DropPathScales { attn, mlp: drop_path_scales(b, self.drop_path) })
+                } else {
+                    None
+                };
+                return crate::ops::block::transformer_block(x, &params, self.attn.heads, [self.norm1.eps(), self.norm2.eps()], scales);
+            }
+        }
         let x = (x + drop_path(&self.attn.forward(&self.norm1.forward(x)?)?, self.drop_path, train)?)?;
         &x + drop_path(&self.mlp.forward(&self.norm2.forward(&x)?)?, self.drop_path, train)?
+    }
+
+    /// The parameters as `ops::block` takes them (every linear has a bias).
+    fn fused_params(&self) -> Option<crate::ops::block::BlockParams<'_>> {
+        fn pair(l: &Linear) -> Option<(&Tensor, &Tensor)> {
+            l.bias().map(|b| (l.weight(), b))
+        }
+        Some(crate::ops::block::BlockParams {
+            norm1: (self.norm1.weight(), self.norm1.bias()),
+            qkv: pair(&self.attn.qkv)?,
+            proj: pair(&self.attn.proj)?,
+            norm2: (self.norm2.weight(), self.norm2.bias()),
+            fc1: pair(&self.mlp.fc1)?,
+            fc2: pair(&self.mlp.fc2)?,
+        })
     }
 }
 

@@ -42,7 +42,7 @@ struct AttentionOp {
 
 /// Sizes of one call: batch, tokens, model dim, head dim.
 #[derive(Clone, Copy)]
-struct Dims {
+pub(crate) struct Dims {
     b: usize,
     n: usize,
     d: usize,
@@ -109,15 +109,60 @@ fn per_sample(b: usize) -> bool {
     b >= candle_core::utils::get_num_threads()
 }
 
-impl AttentionOp {
-    fn dims(&self, shape: &Shape) -> Result<Dims> {
+impl Dims {
+    /// The sizes of `qkv` `[B, N, 3D]` split into `heads` heads.
+    pub(crate) fn of(shape: &Shape, heads: usize) -> Result<Dims> {
         let (b, n, d3) = shape.dims3()?;
         let d = d3 / 3;
-        if d3 % 3 != 0 || self.heads == 0 || d % self.heads != 0 {
-            candle_core::bail!("attention: qkv {:?} is not [B, N, 3 * heads * head_dim] for {} heads", shape.dims(), self.heads);
+        if d3 % 3 != 0 || heads == 0 || d % heads != 0 {
+            candle_core::bail!("attention: qkv {:?} is not [B, N, 3 * heads * head_dim] for {heads} heads", shape.dims());
         }
-        Ok(Dims { b, n, d, hd: d / self.heads, heads: self.heads })
+        Ok(Dims { b, n, d, hd: d / heads, heads })
     }
+}
+
+impl AttentionOp {
+    fn dims(&self, shape: &Shape) -> Result<Dims> {
+        Dims::of(shape, self.heads)
+    }
+}
+
+/// The attention forward on the CPU: `qkv` `[B, N, 3D]` -> (`out` `[B, N, D]`,
+/// probabilities `[B, heads, N, N]`).
+pub(crate) fn forward_cpu(x: &[f32], s: Dims) -> Result<(Vec<f32>, Vec<f32>)> {
+    let (n, d) = (s.n, s.d);
+    let mut out = vec![0f32; s.b * n * d];
+    let mut probs = vec![0f32; s.b * s.heads * n * n];
+    if n > 0 && s.b > 0 {
+        let chunks = out.chunks_mut(n * d).zip(probs.chunks_mut(s.heads * n * n)).zip(x.chunks(3 * n * d));
+        if per_sample(s.b) {
+            let chunks: Vec<_> = chunks.collect();
+            chunks.into_par_iter().try_for_each(|((o, p), x)| forward_sample(s, x, o, p, Threads::One))?;
+        } else {
+            for ((o, p), x) in chunks {
+                forward_sample(s, x, o, p, Threads::All)?;
+            }
+        }
+    }
+    Ok((out, probs))
+}
+
+/// The attention backward on the CPU: `dqkv` `[B, N, 3D]` from `g` `[B, N, D]`.
+pub(crate) fn backward_cpu(x: &[f32], g: &[f32], probs: &[f32], s: Dims) -> Result<Vec<f32>> {
+    let (n, d) = (s.n, s.d);
+    let mut dx = vec![0f32; s.b * n * 3 * d];
+    if n > 0 && s.b > 0 {
+        let chunks = dx.chunks_mut(3 * n * d).zip(x.chunks(3 * n * d)).zip(g.chunks(n * d)).zip(probs.chunks(s.heads * n * n));
+        if per_sample(s.b) {
+            let chunks: Vec<_> = chunks.collect();
+            chunks.into_par_iter().try_for_each(|(((dx, x), g), p)| backward_sample(s, x, g, p, dx, Threads::One))?;
+        } else {
+            for (((dx, x), g), p) in chunks {
+                backward_sample(s, x, g, p, dx, Threads::All)?;
+            }
+        }
+    }
+    Ok(dx)
 }
 
 impl CustomOp1 for AttentionOp {
@@ -128,24 +173,11 @@ impl CustomOp1 for AttentionOp {
     fn cpu_fwd(&self, st: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = slice(st, l, self.name())?;
         let s = self.dims(l.shape())?;
-        let (n, d) = (s.n, s.d);
-        let mut out = vec![0f32; s.b * n * d];
-        let mut probs = vec![0f32; s.b * s.heads * n * n];
-        if n > 0 && s.b > 0 {
-            let chunks = out.chunks_mut(n * d).zip(probs.chunks_mut(s.heads * n * n)).zip(x.chunks(3 * n * d));
-            if per_sample(s.b) {
-                let chunks: Vec<_> = chunks.collect();
-                chunks.into_par_iter().try_for_each(|((o, p), x)| forward_sample(s, x, o, p, Threads::One))?;
-            } else {
-                for ((o, p), x) in chunks {
-                    forward_sample(s, x, o, p, Threads::All)?;
-                }
-            }
-        }
+        let (out, probs) = forward_cpu(x, s)?;
         if self.probs.set(probs).is_err() {
             candle_core::bail!("attention: the op ran its forward twice");
         }
-        Ok((CpuStorage::F32(out), Shape::from((s.b, n, d))))
+        Ok((CpuStorage::F32(out), Shape::from((s.b, s.n, s.d))))
     }
 
     #[cfg(feature = "cuda")]
@@ -175,20 +207,7 @@ impl CustomOp1 for AttentionOp {
         let grad = grad.contiguous()?;
         let (gv, xv) = (CpuF32::new(&grad, self.name())?, CpuF32::new(qkv, self.name())?);
         let (g, x) = (gv.slice()?, xv.slice()?);
-        let (n, d) = (s.n, s.d);
-        let mut dx = vec![0f32; s.b * n * 3 * d];
-        if n > 0 && s.b > 0 {
-            let chunks = dx.chunks_mut(3 * n * d).zip(x.chunks(3 * n * d)).zip(g.chunks(n * d)).zip(probs.chunks(s.heads * n * n));
-            if per_sample(s.b) {
-                let chunks: Vec<_> = chunks.collect();
-                chunks.into_par_iter().try_for_each(|(((dx, x), g), p)| backward_sample(s, x, g, p, dx, Threads::One))?;
-            } else {
-                for (((dx, x), g), p) in chunks {
-                    backward_sample(s, x, g, p, dx, Threads::All)?;
-                }
-            }
-        }
-        Ok(Some(tensor(dx, qkv.shape())?))
+        Ok(Some(tensor(backward_cpu(x, g, probs, s)?, qkv.shape())?))
     }
 }
 

@@ -144,7 +144,11 @@ fn matmul_in(dst: MatMut, lhs: Mat, rhs: Mat, scale: f32, accumulate: bool, thre
         }
     }
     let _ = backend;
-    let parallelism = match (threads, candle_core::utils::get_num_threads()) {
+    let nthreads = candle_core::utils::get_num_threads();
+    if threads == Threads::All && nthreads > 1 && m * n <= DEPTH_SPLIT_MAX_OUTPUT && k >= 2 * DEPTH_SLICE {
+        return matmul_depth_split(dst, lhs, rhs, scale, accumulate);
+    }
+    let parallelism = match (threads, nthreads) {
         (Threads::All, n) if n > 1 => gemm::Parallelism::Rayon(n),
         _ => gemm::Parallelism::None,
     };
@@ -174,6 +178,52 @@ fn matmul_in(dst: MatMut, lhs: Mat, rhs: Mat, scale: f32, accumulate: bool, thre
             false,
             parallelism,
         );
+    }
+    Ok(())
+}
+
+/// Products with a small output and a long depth (the weight gradients
+/// `dW = dzᵀ x` over the B·N rows of a batch: `[out, in]` from thousands of
+/// rows) give the gemm crate few output blocks to share between threads;
+/// these are split along the depth instead: `k / DEPTH_SLICE` slices of
+/// consecutive rows, each a single-threaded product into its own buffer,
+/// then added in slice order. The slice count depends on the shape only, never
+/// on the thread count, so the result is the same on any number of threads.
+const DEPTH_SLICE: usize = 1024;
+/// Largest output (elements) that takes the depth split: `[1024, 256]`.
+const DEPTH_SPLIT_MAX_OUTPUT: usize = 1 << 18;
+
+/// `dst = (accumulate ? dst : 0) + scale · Σ_s lhs[:, K_s] · rhs[K_s, :]` over
+/// the depth slices `K_s` (see `DEPTH_SLICE`), slices in parallel.
+fn matmul_depth_split(dst: MatMut, lhs: Mat, rhs: Mat, scale: f32, accumulate: bool) -> Result<()> {
+    use rayon::prelude::*;
+    let (m, n, k) = (dst.rows, dst.cols, lhs.cols);
+    let slices = k / DEPTH_SLICE;
+    let bounds = |s: usize| (s * k / slices, (s + 1) * k / slices);
+    let partials = (0..slices)
+        .into_par_iter()
+        .map(|s| {
+            let (k0, k1) = bounds(s);
+            let mut part = vec![0f32; m * n];
+            let lhs_s = Mat { data: &lhs.data[k0 * lhs.cs..], rows: m, cols: k1 - k0, rs: lhs.rs, cs: lhs.cs };
+            let rhs_s = Mat { data: &rhs.data[k0 * rhs.rs..], rows: k1 - k0, cols: n, rs: rhs.rs, cs: rhs.cs };
+            matmul_in(MatMut::rows(&mut part, m, n, n), lhs_s, rhs_s, scale, false, Threads::One, Backend::GemmCrate)?;
+            Ok(part)
+        })
+        .collect::<Result<Vec<Vec<f32>>>>()?;
+    for i in 0..m {
+        let row = &mut dst.data[i * dst.rs..i * dst.rs + n];
+        if !accumulate {
+            row.copy_from_slice(&partials[0][i * n..(i + 1) * n]);
+        }
+        for (s, part) in partials.iter().enumerate() {
+            if s == 0 && !accumulate {
+                continue;
+            }
+            for (d, p) in row.iter_mut().zip(&part[i * n..(i + 1) * n]) {
+                *d += p;
+            }
+        }
     }
     Ok(())
 }
@@ -381,5 +431,32 @@ mod tests {
         // A view past its slice is refused, not read.
         let mut small = vec![0f32; 4];
         assert!(matmul(MatMut::rows(&mut small, m, n, n), Mat::rows(&a, m, k, k), Mat::rows(&b, k, n, n), 1.0, false, Threads::One).is_err());
+    }
+
+    #[test]
+    fn depth_split_products_match_a_naive_loop_on_any_thread_count() {
+        // A weight-gradient layout: dzᵀ [m, k] read transposed from [k, m], k > 2 slices, not a multiple of one.
+        let (m, k, n) = (5, 2 * DEPTH_SLICE + 333, 3);
+        let dz: Vec<f32> = (0..k * m).map(|i| (i as f32 * 0.37).sin()).collect();
+        let x: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.11).cos()).collect();
+        let dz_t: Vec<f32> = (0..m * k).map(|i| dz[(i % k) * m + i / k]).collect();
+        let want = naive(&dz_t, &x, m, k, n);
+        let run = |threads: usize, accumulate: bool| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let mut c = vec![0.5f32; m * (n + 1)];
+            pool.install(|| matmul(MatMut::rows(&mut c, m, n, n + 1), Mat::rows(&dz, k, m, m).t(), Mat::rows(&x, k, n, n), 2.0, accumulate, Threads::All)).unwrap();
+            c
+        };
+        let (one, three) = (run(1, false), run(3, false));
+        assert_eq!(one, three, "the same sums in the same order on 1 and 3 threads");
+        let acc = run(3, true);
+        for i in 0..m {
+            for j in 0..n {
+                let tol = 1e-3 * (1.0 + want[i * n + j].abs());
+                assert!((one[i * (n + 1) + j] - 2.0 * want[i * n + j]).abs() < tol, "({i}, {j})");
+                assert!((acc[i * (n + 1) + j] - (0.5 + 2.0 * want[i * n + j])).abs() < tol, "({i}, {j}) accumulated");
+            }
+            assert_eq!(one[i * (n + 1) + n], 0.5, "padding untouched");
+        }
     }
 }

@@ -46,20 +46,7 @@ impl CustomOp3 for LayerNormOp {
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
         let (x, w, b) = (slice(s1, l1, self.name())?, slice(s2, l2, self.name())?, slice(s3, l3, self.name())?);
-        let d = w.len();
-        let rows = x.len() / d.max(1);
-        let mut y = vec![0f32; x.len()];
-        let mut stats = vec![(0f32, 0f32); rows];
-        let rb = rows_per_block(d);
-        y.par_chunks_mut(rb * d).zip(x.par_chunks(rb * d)).zip(stats.par_chunks_mut(rb)).for_each(|((y, x), st)| {
-            for ((y, x), st) in y.chunks_exact_mut(d).zip(x.chunks_exact(d)).zip(st.iter_mut()) {
-                let (mean, r) = moments(x, self.eps);
-                *st = (mean, r);
-                for (((y, &x), &w), &b) in y.iter_mut().zip(x).zip(w).zip(b) {
-                    *y = (x - mean) * r * w + b;
-                }
-            }
-        });
+        let (y, stats) = forward_cpu(x, w, b, self.eps);
         if self.stats.set(stats).is_err() {
             candle_core::bail!("layer-norm: the op ran its forward twice");
         }
@@ -115,10 +102,42 @@ impl CustomOp3 for LayerNormOp {
         let grad = grad.contiguous()?;
         let (gv, xv, wv) = (CpuF32::new(&grad, self.name())?, CpuF32::new(x, self.name())?, CpuF32::new(w, self.name())?);
         let (g, xs, ws) = (gv.slice()?, xv.slice()?, wv.slice()?);
-        let d = ws.len();
-        let rb = rows_per_block(d);
-        let want_dx = x.track_op();
-        let mut dx = vec![0f32; if want_dx { xs.len() } else { 0 }];
+        let mut dx = if x.track_op() { Some(vec![0f32; xs.len()]) } else { None };
+        let (dw, db) = backward_cpu(xs, ws, g, stats, dx.as_deref_mut(), false);
+        let dx = dx.map(|dx| tensor(dx, x.shape())).transpose()?;
+        Ok((dx, Some(tensor(dw, w.shape())?), Some(tensor(db, b.shape())?)))
+    }
+}
+
+/// The LayerNorm forward on the CPU: `x` `[R, D]` -> (`y` `[R, D]`, `(μ, r)` per row).
+pub(crate) fn forward_cpu(x: &[f32], w: &[f32], b: &[f32], eps: f32) -> (Vec<f32>, Vec<(f32, f32)>) {
+    let d = w.len();
+    let rows = x.len() / d.max(1);
+    let mut y = vec![0f32; x.len()];
+    let mut stats = vec![(0f32, 0f32); rows];
+    let rb = rows_per_block(d);
+    y.par_chunks_mut(rb * d).zip(x.par_chunks(rb * d)).zip(stats.par_chunks_mut(rb)).for_each(|((y, x), st)| {
+        for ((y, x), st) in y.chunks_exact_mut(d).zip(x.chunks_exact(d)).zip(st.iter_mut()) {
+            let (mean, r) = moments(x, eps);
+            *st = (mean, r);
+            for (((y, &x), &w), &b) in y.iter_mut().zip(x).zip(w).zip(b) {
+                *y = (x - mean) * r * w + b;
+            }
+        }
+    });
+    (y, stats)
+}
+
+/// The LayerNorm backward on the CPU from `g` `[R, D]`: returns `(dw, db)`
+/// and writes `dx` into `dx` when given (added onto it with `accumulate`:
+/// a residual stream's gradient).
+pub(crate) fn backward_cpu(xs: &[f32], ws: &[f32], g: &[f32], stats: &[(f32, f32)], dx: Option<&mut [f32]>, accumulate: bool) -> (Vec<f32>, Vec<f32>) {
+    let d = ws.len();
+    let rb = rows_per_block(d);
+    let want_dx = dx.is_some();
+    let mut no_dx: [f32; 0] = [];
+    let dx = dx.unwrap_or(&mut no_dx);
+    {
         let block = |(i, dx): (usize, &mut [f32])| -> Vec<f32> {
             // partial [dw; db]
             let mut part = vec![0f32; 2 * d];
@@ -142,7 +161,8 @@ impl CustomOp3 for LayerNormOp {
                     let (c1, c2) = (c1 / d as f32, c2 / d as f32);
                     let out = &mut dx[(row - lo) * d..(row - lo + 1) * d];
                     for j in 0..d {
-                        out[j] = r * (dxhat[j] - c1 - (xr[j] - mean) * r * c2);
+                        let v = r * (dxhat[j] - c1 - (xr[j] - mean) * r * c2);
+                        out[j] = if accumulate { out[j] + v } else { v };
                     }
                 }
             }
@@ -159,8 +179,7 @@ impl CustomOp3 for LayerNormOp {
             sums.iter_mut().zip(p).for_each(|(s, p)| *s += p);
         }
         let db = sums.split_off(d);
-        let dx = if want_dx { Some(tensor(dx, x.shape())?) } else { None };
-        Ok((dx, Some(tensor(sums, w.shape())?), Some(tensor(db, b.shape())?)))
+        (sums, db)
     }
 }
 

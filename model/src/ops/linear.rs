@@ -53,9 +53,7 @@ impl CustomOp3 for LinearOp {
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
         let (x, w, b) = (slice(s1, l1, self.name())?, slice(s2, l2, self.name())?, slice(s3, l3, self.name())?);
         let (out_dim, in_dim) = l2.shape().dims2()?;
-        let rows = x.len() / in_dim.max(1);
-        let mut z = repeat_rows(b, rows);
-        matmul(MatMut::rows(&mut z, rows, out_dim, out_dim), Mat::rows(x, rows, in_dim, in_dim), Mat::rows(w, out_dim, in_dim, in_dim).t(), 1.0, true, Threads::All)?;
+        let z = forward_cpu(x, w, b, in_dim, out_dim)?;
         let mut dims = l1.dims().to_vec();
         if let Some(last) = dims.last_mut() {
             *last = out_dim;
@@ -63,8 +61,7 @@ impl CustomOp3 for LinearOp {
         if !self.gelu {
             return Ok((CpuStorage::F32(z), Shape::from(dims)));
         }
-        let mut y = vec![0f32; z.len()];
-        y.par_chunks_mut(CHUNK).zip(z.par_chunks(CHUNK)).for_each(|(y, z)| gelu_into(y, z));
+        let y = gelu_cpu(&z);
         if self.pre_activation.set(z).is_err() {
             candle_core::bail!("{}: the op ran its forward twice", self.name());
         }
@@ -128,32 +125,61 @@ impl CustomOp3 for LinearOp {
         let (gv, xv, wv) = (CpuF32::new(&grad, self.name())?, CpuF32::new(x, self.name())?, CpuF32::new(w, self.name())?);
         let (g, xs, ws) = (gv.slice()?, xv.slice()?, wv.slice()?);
         let (out_dim, in_dim) = w.dims2()?;
-        let rows = g.len() / out_dim.max(1);
         let gelu_dz;
         let dz: &[f32] = if self.gelu {
             let Some(z) = self.pre_activation.get() else {
                 candle_core::bail!("{}: backward before forward", self.name())
             };
-            let mut d = vec![0f32; g.len()];
-            d.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK).zip(z.par_chunks(CHUNK))).for_each(|(d, (g, z))| gelu_grad_into(d, g, z));
-            gelu_dz = d;
+            gelu_dz = gelu_backward_cpu(g, z);
             &gelu_dz
         } else {
             g
         };
-        let dz_mat = Mat::rows(dz, rows, out_dim, out_dim);
-        let dx = if x.track_op() {
-            let mut dx = vec![0f32; rows * in_dim];
-            matmul(MatMut::rows(&mut dx, rows, in_dim, in_dim), dz_mat, Mat::rows(ws, out_dim, in_dim, in_dim), 1.0, false, Threads::All)?;
-            Some(tensor(dx, x.shape())?)
-        } else {
-            None
-        };
-        let mut dw = vec![0f32; out_dim * in_dim];
-        matmul(MatMut::rows(&mut dw, out_dim, in_dim, in_dim), dz_mat.t(), Mat::rows(xs, rows, in_dim, in_dim), 1.0, false, Threads::All)?;
-        let db = crate::ops::row_broadcast::column_sums(dz, None, out_dim);
+        let (dx, dw, db) = backward_cpu(dz, xs, ws, in_dim, out_dim, x.track_op())?;
+        let dx = dx.map(|dx| tensor(dx, x.shape())).transpose()?;
         Ok((dx, Some(tensor(dw, w.shape())?), Some(tensor(db, b.shape())?)))
     }
+}
+
+/// `z = x Wᵀ + b` on the CPU: `x` `[R, in]`, `w` `[out, in]`, `b` `[out]` ->
+/// `[R, out]` (the bias written first, the product accumulated onto it).
+pub(crate) fn forward_cpu(x: &[f32], w: &[f32], b: &[f32], in_dim: usize, out_dim: usize) -> Result<Vec<f32>> {
+    let rows = x.len() / in_dim.max(1);
+    let mut z = repeat_rows(b, rows);
+    matmul(MatMut::rows(&mut z, rows, out_dim, out_dim), Mat::rows(x, rows, in_dim, in_dim), Mat::rows(w, out_dim, in_dim, in_dim).t(), 1.0, true, Threads::All)?;
+    Ok(z)
+}
+
+/// `gelu(z)` elementwise, in parallel.
+pub(crate) fn gelu_cpu(z: &[f32]) -> Vec<f32> {
+    let mut y = vec![0f32; z.len()];
+    y.par_chunks_mut(CHUNK).zip(z.par_chunks(CHUNK)).for_each(|(y, z)| gelu_into(y, z));
+    y
+}
+
+/// `g ⊙ gelu'(z)` elementwise, in parallel.
+pub(crate) fn gelu_backward_cpu(g: &[f32], z: &[f32]) -> Vec<f32> {
+    let mut d = vec![0f32; g.len()];
+    d.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK).zip(z.par_chunks(CHUNK))).for_each(|(d, (g, z))| gelu_grad_into(d, g, z));
+    d
+}
+
+/// The linear backward on the CPU from `dz` `[R, out]`: `dx = dz W` (when
+/// `want_dx`), `dW = dzᵀ x`, `db = Σ_rows dz`.
+pub(crate) fn backward_cpu(dz: &[f32], x: &[f32], w: &[f32], in_dim: usize, out_dim: usize, want_dx: bool) -> Result<(Option<Vec<f32>>, Vec<f32>, Vec<f32>)> {
+    let rows = dz.len() / out_dim.max(1);
+    let dz_mat = Mat::rows(dz, rows, out_dim, out_dim);
+    let dx = if want_dx {
+        let mut dx = vec![0f32; rows * in_dim];
+        matmul(MatMut::rows(&mut dx, rows, in_dim, in_dim), dz_mat, Mat::rows(w, out_dim, in_dim, in_dim), 1.0, false, Threads::All)?;
+        Some(dx)
+    } else {
+        None
+    };
+    let mut dw = vec![0f32; out_dim * in_dim];
+    matmul(MatMut::rows(&mut dw, out_dim, in_dim, in_dim), dz_mat.t(), Mat::rows(x, rows, in_dim, in_dim), 1.0, false, Threads::All)?;
+    let db = crate::ops::row_broadcast::column_sums(dz, None, out_dim);
+    Ok((dx, dw, db))
 }
 
 #[cfg(feature = "cuda")]

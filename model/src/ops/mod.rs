@@ -8,6 +8,7 @@
 //! | `attention(qkv, heads)` | `attention.rs` | 1 (was reshape, permute, 3 gets, scale, 2 matmuls, softmax, transposes) |
 //! | `layer_norm(x, w, b, eps)` | `layer_norm.rs` | 1 (was normalise, affine mul, affine add) |
 //! | `conv3x3_rows(x, dense, b)` (SR head) | `conv3x3_rows.rs` | 1 (was matmul, bias add; 62 % of its products at 4×4) |
+//! | `transformer_block(x, params, ...)` (CPU: a whole ViT block) | `block.rs` | 1 + the `cat` of its parameters (was the nine above, two residual adds and the drop-path products) |
 //! | AdamW update, in place | `adamw.rs` | none (not a graph op; no allocation) |
 //! | global gradient norm | `grad_norm.rs` | none (one pass over all gradients) |
 //!
@@ -33,6 +34,7 @@
 
 pub mod adamw;
 pub mod attention;
+pub mod block;
 pub mod conv3x3_rows;
 pub(crate) mod cpu;
 #[cfg(feature = "cuda")]

@@ -18,7 +18,8 @@ pub struct OpsArgs {
     /// Images per batch.
     #[arg(long, default_value_t = 64)]
     pub batch: usize,
-    /// Token width and heads: `base` (768, 12) or `tiny` (192, 3).
+    /// Token width and heads: `base` (768, 12, 197 tokens), `tiny` (192, 3,
+    /// 197 tokens) or `fmnist` (96, 3, 50 tokens: the fmnist recipes' encoder).
     #[arg(long, default_value = "base")]
     pub model: String,
     /// cpu, cuda or cuda:N.
@@ -56,11 +57,13 @@ pub fn run(a: OpsArgs) -> Result<()> {
     let dev = srmae_train::device::parse_device(&a.device)?;
     let precision = parse_precision(&a.precision).map_err(anyhow::Error::msg)?;
     // (token width, heads, decoder width, SR-head features) of `bench step`'s models
-    let (d, h, dd, dh, feats) = match a.model.as_str() {
-        "tiny" => (192, 3, 256, 8, 32),
-        _ => (768, 12, 512, 16, 64),
+    let (d, h, dd, dh, feats, n) = match a.model.as_str() {
+        "tiny" => (192, 3, 256, 8, 32, 197),
+        "fmnist" => (96, 3, 64, 4, 32, 50),
+        "base" => (768, 12, 512, 16, 64, 197),
+        other => anyhow::bail!("--model {other}: expected base, tiny or fmnist"),
     };
-    let (b, n) = (a.batch, 197);
+    let b = a.batch;
     let vm = candle_nn::VarMap::new();
     let vb = candle_nn::VarBuilder::from_varmap(&vm, DType::F32, &dev);
     let ln = LayerNorm::new(d, 1e-6, vb.pp("ln"))?;
