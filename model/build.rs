@@ -2,10 +2,11 @@
 //! to PTX with nvcc through cudaforge, into `OUT_DIR/ptx.rs` (one `&str`
 //! constant per file, embedded in the binary; no GPU needed to build).
 //!
-//! Links OpenBLAS for the fused CPU ops (feature `openblas`, opt-in):
+//! Links OpenBLAS for the fused CPU ops (feature `openblas`; the `srmae`
+//! binary's default, off for this crate alone and for the Python wheel):
 //! the static, thread-safe (pthread) build, so the binary needs no BLAS at run
 //! time; it is set to one thread per call, and rayon splits the products. `SRMAE_OPENBLAS_DIR` names the folder
-//! holding `libopenblas.a` (default: Debian's libopenblas-serial-dev).
+//! holding `libopenblas.a` (default: Debian's libopenblas-pthread-dev).
 
 use std::path::PathBuf;
 

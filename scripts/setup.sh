@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what srmae's build and tests need on a fresh Debian machine:
-# the Fashion-MNIST IDX files (the default dataset), build tools, and the
-# font the PNG plots use.
+# the Fashion-MNIST IDX files (the default dataset), build tools, OpenBLAS's
+# static library, and the font the PNG plots use.
 set -euo pipefail
 need=()
 [ -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] || need+=(dataset-fashion-mnist)
@@ -9,6 +9,8 @@ command -v cc >/dev/null || need+=(build-essential)
 command -v cmake >/dev/null || need+=(cmake)
 command -v nasm >/dev/null || need+=(nasm)
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
+# OpenBLAS's static library: the binary's CPU products (feature `openblas`, on by default).
+[ -f /usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.a ] || need+=(libopenblas-pthread-dev)
 # The Python wheel's build and tests need python3 with venv (scripts/python.sh).
 command -v python3 >/dev/null || need+=(python3)
 python3 -c "import venv, ensurepip" 2>/dev/null || need+=(python3-venv)

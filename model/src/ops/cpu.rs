@@ -99,12 +99,12 @@ pub(crate) enum Threads {
 
 /// `dst = (accumulate ? dst : 0) + scale * lhs · rhs`.
 ///
-/// By default the product runs in the `gemm` crate (candle's CPU GEMM), on
-/// rayon's threads. With the `openblas` feature it runs in OpenBLAS's
-/// `sgemm` (one thread per call), split into a fixed number of row or column
-/// blocks that rayon runs in parallel. At the step's shapes both reach
-/// 160-220 GFLOP/s on 2 cores, as PyTorch's MKL does (docs/MODEL.md,
-/// `srmae bench ops --only gemm`).
+/// With the `openblas` feature (the `srmae` binary's default) the product
+/// runs in OpenBLAS's `sgemm` (one thread per call), split into a fixed
+/// number of row or column blocks that rayon runs in parallel; without it,
+/// or for views CBLAS cannot take, in the `gemm` crate (candle's CPU GEMM)
+/// on rayon's threads. Measured side by side in docs/MODEL.md (`srmae bench
+/// ops --only gemm`, `srmae bench step`).
 pub(crate) fn matmul(dst: MatMut, lhs: Mat, rhs: Mat, scale: f32, accumulate: bool, threads: Threads) -> Result<()> {
     matmul_in(dst, lhs, rhs, scale, accumulate, threads, Backend::Blas)
 }
@@ -411,16 +411,22 @@ mod tests {
 
     #[test]
     fn strided_products_match_a_naive_loop() {
+        for backend in [Backend::Blas, Backend::GemmCrate] {
+            strided_products_match_a_naive_loop_in(backend);
+        }
+    }
+
+    fn strided_products_match_a_naive_loop_in(backend: Backend) {
         let (m, k, n) = (7, 5, 3);
         let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
         let b: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.11).cos()).collect();
         let want = naive(&a, &b, m, k, n);
         // Plain, then with a transposed copy of b read through `t()`, into a padded dst.
         let mut c = vec![0f32; m * n];
-        matmul(MatMut::rows(&mut c, m, n, n), Mat::rows(&a, m, k, k), Mat::rows(&b, k, n, n), 1.0, false, Threads::All).unwrap();
+        matmul_in(MatMut::rows(&mut c, m, n, n), Mat::rows(&a, m, k, k), Mat::rows(&b, k, n, n), 1.0, false, Threads::All, backend).unwrap();
         let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
         let mut padded = vec![1f32; m * (n + 2)];
-        matmul(MatMut::rows(&mut padded, m, n, n + 2), Mat::rows(&a, m, k, k), Mat::rows(&bt, n, k, k).t(), 2.0, true, Threads::One).unwrap();
+        matmul_in(MatMut::rows(&mut padded, m, n, n + 2), Mat::rows(&a, m, k, k), Mat::rows(&bt, n, k, k).t(), 2.0, true, Threads::One, backend).unwrap();
         for i in 0..m {
             for j in 0..n {
                 assert!((c[i * n + j] - want[i * n + j]).abs() < 1e-5);
@@ -430,7 +436,7 @@ mod tests {
         }
         // A view past its slice is refused, not read.
         let mut small = vec![0f32; 4];
-        assert!(matmul(MatMut::rows(&mut small, m, n, n), Mat::rows(&a, m, k, k), Mat::rows(&b, k, n, n), 1.0, false, Threads::One).is_err());
+        assert!(matmul_in(MatMut::rows(&mut small, m, n, n), Mat::rows(&a, m, k, k), Mat::rows(&b, k, n, n), 1.0, false, Threads::One, backend).is_err());
     }
 
     #[test]
@@ -444,7 +450,8 @@ mod tests {
         let run = |threads: usize, accumulate: bool| {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
             let mut c = vec![0.5f32; m * (n + 1)];
-            pool.install(|| matmul(MatMut::rows(&mut c, m, n, n + 1), Mat::rows(&dz, k, m, m).t(), Mat::rows(&x, k, n, n), 2.0, accumulate, Threads::All)).unwrap();
+            pool.install(|| matmul_in(MatMut::rows(&mut c, m, n, n + 1), Mat::rows(&dz, k, m, m).t(), Mat::rows(&x, k, n, n), 2.0, accumulate, Threads::All, Backend::GemmCrate))
+                .unwrap();
             c
         };
         let (one, three) = (run(1, false), run(3, false));

@@ -146,7 +146,13 @@ with_avx2! {
 with_avx2! {
     /// `d = g * gelu'(z)` elementwise.
     fn gelu_grad_into(d: &mut [f32], g: &[f32], z: &[f32]) {
-        d.iter_mut().zip(g.iter().zip(z)).for_each(|(d, (&g, &z))| *d = g * gelu_grad(z));
+        // An index loop, not nested `zip`s: rustc leaves a nested zip's
+        // `fold` out of line, compiled for the baseline instead of AVX2.
+        let n = d.len().min(g.len()).min(z.len());
+        let (d, g, z) = (&mut d[..n], &g[..n], &z[..n]);
+        for i in 0..n {
+            d[i] = g[i] * gelu_grad(z[i]);
+        }
     }
 }
 

@@ -86,6 +86,7 @@ pub fn run(a: OpsArgs) -> Result<()> {
         ("gelu_erf", vec![b, n, 4 * d], Box::new(|x| srmae_model::ops::fused_cpu::gelu_erf(x))),
         ("softmax [B,H,N,N]", vec![b, h, n, n], Box::new(|x| srmae_model::ops::fused_cpu::softmax_last_dim(x))),
         ("scores q@k^T", vec![b, h, n, d / h], Box::new(|x| matmul(x, &x.t()?))),
+        ("attention core qkv->out", vec![b, n, 3 * d], Box::new(|x| srmae_model::ops::attention(x, h))),
         ("attention", vec![b, n, d], Box::new(|x| attn.forward(x))),
         ("mlp", vec![b, n, d], Box::new(|x| mlp.forward(x))),
         ("block", vec![b, n, d], Box::new(|x| block.forward(x, true))),
