@@ -41,6 +41,7 @@ use rayon::prelude::*;
 use super::attention::{self, Dims};
 use super::cpu::{tensor, CpuF32};
 use super::fused_cpu::slice;
+use super::linear::CHUNK;
 use super::{layer_norm, linear};
 
 /// A block's parameters as `(weight, bias)` pairs; the flat vector holds
@@ -87,9 +88,6 @@ fn param_ranges(d: usize, hidden: usize) -> [Range<usize>; 12] {
         r
     })
 }
-
-/// Elements per parallel chunk of the elementwise passes.
-const CHUNK: usize = 16 * 1024;
 
 /// `branch ← x + k ⊙ branch`, one scale per sample of `per_sample` elements
 /// (`x + branch` without scales), in place.

@@ -38,8 +38,8 @@ struct LinearOp {
     pre_activation_cuda: OnceLock<candle_core::cuda_backend::cudarc::driver::CudaSlice<f32>>,
 }
 
-/// Elements per parallel chunk of the elementwise passes.
-const CHUNK: usize = 16 * 1024;
+/// Elements per parallel chunk of the elementwise passes (also `block.rs`'s).
+pub(crate) const CHUNK: usize = 16 * 1024;
 
 impl CustomOp3 for LinearOp {
     fn name(&self) -> &'static str {
