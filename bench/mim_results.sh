@@ -115,7 +115,7 @@ for seed in $SEEDS; do
       timed seed$seed-$arm-lp-eval $SRMAE eval --checkpoint $S/$arm-lp/checkpoint.safetensors --data $TEST --test-res $RES
     fi
   done
-  if [ ! -f $S/srmae-pre/psnr/sr_quality.json ]; then
+  if [ -f $S/srmae-pre/checkpoint.safetensors ] && [ ! -f $S/srmae-pre/psnr/sr_quality.json ]; then
     log "seed $seed: SR quality"
     $SRMAE reconstruct --checkpoint $S/srmae-pre/checkpoint.safetensors --data $VAL --psnr 5000 --seed $seed --out $S/srmae-pre/psnr > $OUT/seed$seed-psnr.log 2>&1
   fi
