@@ -262,10 +262,21 @@ ds = srmae.Dataset(sys.argv[1])
 # Slow batches: 448 px, RandAugment, one worker, nothing prefetched ahead.
 loader = srmae.Loader(ds, 32, size=448, patch=16, augment="resize", transform=None,
                       aa="rand-m9-mstd0.5-inc1", threads=1, prefetch=1)
-t = time.monotonic(); next(loader); next(loader); per_batch = (time.monotonic() - t) / 2
-for _ in range(3):
-    next(loader)  # drain what was prepared ahead, so the next call waits
-delay = per_batch / 4
+consumed = 0
+def wait_for_batch():
+    global consumed
+    t = time.monotonic()
+    next(loader)
+    consumed += 1
+    return time.monotonic() - t
+wait_for_batch()  # start-up
+per_batch = sorted(wait_for_batch() for _ in range(3))[1]
+# Drain what was prepared ahead until a call had to wait for most of a batch:
+# then the worker has just started the next one, and the next call waits.
+for _ in range(20):
+    if wait_for_batch() > per_batch / 2:
+        break
+delay = per_batch / 10
 threading.Timer(delay, os.kill, (os.getpid(), signal.SIGINT)).start()
 t = time.monotonic()
 try:
@@ -274,7 +285,7 @@ try:
 except KeyboardInterrupt:
     late = time.monotonic() - t - delay
     # The loader is still usable: the batch that was awaited comes next.
-    print("interrupted", per_batch, late, next(loader)["index"], flush=True)
+    print("interrupted", per_batch, late, next(loader)["index"], consumed, flush=True)
 """
 
 
@@ -284,8 +295,8 @@ def test_ctrl_c_interrupts_a_wait_for_a_batch(fmnist, tmp_path):
     out = subprocess.run([os.sys.executable, script, fmnist.path], capture_output=True, text=True, timeout=300)
     words = out.stdout.split()
     assert words and words[0] == "interrupted", out.stdout + out.stderr
-    per_batch, late, resumed_at = float(words[1]), float(words[2]), int(words[3])
-    assert resumed_at == 5
+    per_batch, late, resumed_at, consumed = float(words[1]), float(words[2]), int(words[3]), int(words[4])
+    assert resumed_at == consumed
     # Signals are checked every 50 ms while the GIL is released: the
     # interrupt lands long before the batch would have.
     assert late < per_batch / 2, f"interrupt took {late:.3f}s; a batch takes {per_batch:.3f}s"
