@@ -258,6 +258,9 @@ def test_rss_stays_flat_over_2000_batches(fmnist):
 INTERRUPT_SCRIPT = r"""
 import os, signal, sys, threading, time
 import srmae
+# Python leaves SIGINT alone when it starts with SIGINT ignored (as a
+# background job of a non-interactive shell does): install Ctrl-C's handler.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 ds = srmae.Dataset(sys.argv[1])
 # Slow batches: 448 px, RandAugment, one worker, nothing prefetched ahead.
 loader = srmae.Loader(ds, 64, size=448, patch=16, augment="resize", transform=None,
