@@ -8,7 +8,8 @@
 # Environment: SEEDS ("0 1 2"), PRETRAIN_EPOCHS, FINETUNE_EPOCHS,
 # PRETRAIN_WARMUP / FINETUNE_WARMUP (warm-up epochs; the recipes' when unset),
 # VLR (the fine-tune-at-low-resolution side), MODES ("full vlr": which
-# fine-tunings), SRMAE (target/release/srmae), ARMS ("srmae mae scratch"; also
+# fine-tunings), LINPROBE (1; 0 skips the linear probes), SRMAE
+# (target/release/srmae), ARMS ("srmae mae scratch"; also
 # srmae-pe: clues upsampled bicubic in place, embedded by the encoder's patch
 # embedding, with the low-resolution type embedding; srmae-pe-notype: without it;
 # srmae-pe-nearest: nearest upsampling, with it; simmim: SimMIM with its mask
@@ -108,7 +109,7 @@ for seed in $SEEDS; do
         --set optim.epochs=$FE --set run.seed=$seed "${ft_warm[@]}" "${extra[@]}"
       timed seed$seed-$arm-ft-$mode-eval $SRMAE eval --checkpoint $d/checkpoint.safetensors --data $TEST "${evalres[@]}"
     done
-    if [ $arm != scratch ] && [ ! -f $S/$arm-lp/eval.json ]; then
+    if [ $arm != scratch ] && [ "${LINPROBE:-1}" = 1 ] && [ ! -f $S/$arm-lp/eval.json ]; then
       log "seed $seed: linprobe $arm"
       rm -rf $S/$arm-lp
       timed seed$seed-$arm-lp $SRMAE linprobe --recipe "$(recipe linprobe)" --init $S/$arm-pre/checkpoint.safetensors --out $S/$arm-lp "${common[@]}" --set run.seed=$seed
