@@ -131,5 +131,6 @@ for arm in $ARMS; do
   [ -f $M/$arm-ft.json ] && curves+=("$M/$arm-ft.json=$arm fine-tuned")
   [ -f $M/$arm-lp.json ] && curves+=("$M/$arm-lp.json=$arm linear probe")
 done
-[ ${#curves[@]} -gt 0 ] && $SRMAE plot --out $OUT/lowres-mean.png --title "top-1 vs test resolution (mean over seeds)" "${curves[@]}"
-exit 0
+if [ ${#curves[@]} -gt 0 ]; then
+  $SRMAE plot --out $OUT/lowres-mean.png --title "top-1 vs test resolution (mean over seeds)" "${curves[@]}"
+fi
