@@ -99,9 +99,10 @@ pub(crate) enum Threads {
 
 /// `dst = (accumulate ? dst : 0) + scale * lhs · rhs`.
 ///
-/// With the `openblas` feature (the `srmae` binary's default) the product
-/// runs in OpenBLAS's `sgemm` (one thread per call), split into a fixed
-/// number of row or column blocks that rayon runs in parallel; without it,
+/// With the `mkl` feature (the `srmae` binary's default) or `openblas` the
+/// product runs in that library's CBLAS `sgemm` (one thread per call), split
+/// into a fixed number of row or column blocks that rayon runs in parallel;
+/// without either,
 /// or for views CBLAS cannot take, in the `gemm` crate (candle's CPU GEMM)
 /// on rayon's threads. Measured side by side in docs/MODEL.md (`srmae bench
 /// ops --only gemm`, `srmae bench step`).
@@ -110,7 +111,7 @@ pub(crate) fn matmul(dst: MatMut, lhs: Mat, rhs: Mat, scale: f32, accumulate: bo
 }
 
 /// Which library runs a product (`Blas` falls back to `GemmCrate` without
-/// the `openblas` feature or for views CBLAS cannot take).
+/// the `mkl` or `openblas` feature or for views CBLAS cannot take).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
     Blas,
@@ -136,7 +137,7 @@ fn matmul_in(dst: MatMut, lhs: Mat, rhs: Mat, scale: f32, accumulate: bool, thre
         }
         return Ok(());
     }
-    #[cfg(feature = "openblas")]
+    #[cfg(any(feature = "mkl", feature = "openblas"))]
     if backend == Backend::Blas {
         if let (Some(a), Some(b)) = (blas::Operand::of(&lhs), blas::Operand::of(&rhs)) {
             blas::sgemm_blocks(dst, a, b, (m, n, k), scale, accumulate, threads);
@@ -250,12 +251,24 @@ pub fn gemm_gflops(m: usize, k: usize, n: usize, reps: usize, backend: Backend, 
     Ok(2.0 * (m * n * k) as f64 / times[times.len() / 2].max(1e-12) / 1e9)
 }
 
-/// OpenBLAS's CBLAS `sgemm`, linked statically (`model/build.rs`) from the
-/// thread-safe pthread build and set to one thread per call: rayon stays the
-/// only pool that runs work (OpenBLAS's own threads would spin beside it),
-/// and concurrent calls from rayon's workers are safe. (The "serial" build
-/// is not: its buffer pool has no locks.)
-#[cfg(feature = "openblas")]
+/// The name of the library behind `Backend::Blas` (benchmark output).
+pub fn blas_name() -> &'static str {
+    if cfg!(feature = "mkl") {
+        "mkl"
+    } else if cfg!(feature = "openblas") {
+        "openblas"
+    } else {
+        "gemm-crate"
+    }
+}
+
+/// A CBLAS `sgemm`, linked statically (`model/build.rs`), one thread per
+/// call, so that rayon stays the only pool that runs work (a BLAS's own
+/// threads would spin beside it) and concurrent calls from rayon's workers
+/// are safe: oneMKL's sequential layer (feature `mkl`), or OpenBLAS's
+/// thread-safe pthread build set to one thread (feature `openblas`; its
+/// "serial" build is not safe: its buffer pool has no locks).
+#[cfg(any(feature = "mkl", feature = "openblas"))]
 mod blas {
     use std::os::raw::c_int;
 
@@ -267,9 +280,13 @@ mod blas {
     const NO_TRANS: c_int = 111;
     const TRANS: c_int = 112;
 
+    #[cfg(not(feature = "mkl"))]
+    extern "C" {
+        fn openblas_set_num_threads(n: c_int);
+    }
+
     extern "C" {
         #[allow(clippy::too_many_arguments)]
-        fn openblas_set_num_threads(n: c_int);
         fn cblas_sgemm(
             order: c_int,
             trans_a: c_int,
@@ -342,10 +359,13 @@ mod blas {
     /// `dst = beta * dst + scale * a · b` in blocks of rows (or of columns,
     /// when there are more columns), in parallel for `Threads::All`.
     pub(super) fn sgemm_blocks(dst: MatMut, a: Operand, b: Operand, (m, n, k): (usize, usize, usize), scale: f32, accumulate: bool, threads: Threads) {
-        static ONE_THREAD: std::sync::Once = std::sync::Once::new();
-        // SAFETY: a plain setter of OpenBLAS's global thread count, run once
-        // before the first product.
-        ONE_THREAD.call_once(|| unsafe { openblas_set_num_threads(1) });
+        #[cfg(not(feature = "mkl"))]
+        {
+            static ONE_THREAD: std::sync::Once = std::sync::Once::new();
+            // SAFETY: a plain setter of OpenBLAS's global thread count, run
+            // once before the first product.
+            ONE_THREAD.call_once(|| unsafe { openblas_set_num_threads(1) });
+        }
         let by_rows = m >= n;
         let len = if by_rows { m } else { n };
         let parts = if threads == Threads::All { blocks(len) } else { 1 };

@@ -48,7 +48,7 @@ pub mod selftest;
 
 pub use attention::attention;
 pub use conv3x3_rows::conv3x3_rows;
-pub use cpu::{gemm_gflops, Backend};
+pub use cpu::{blas_name, gemm_gflops, Backend};
 pub use layer_norm::layer_norm;
 pub use linear::{linear, linear_gelu};
 

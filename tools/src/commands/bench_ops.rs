@@ -107,7 +107,7 @@ pub fn run(a: OpsArgs) -> Result<()> {
             shapes.push(("dz^T*x", [nn, b * n, k]));
         }
         for (kind, [m, k, nn]) in shapes {
-            for (backend, name) in [(srmae_model::ops::Backend::Blas, "openblas"), (srmae_model::ops::Backend::GemmCrate, "gemm-crate")] {
+            for (backend, name) in [(srmae_model::ops::Backend::Blas, srmae_model::ops::blas_name()), (srmae_model::ops::Backend::GemmCrate, "gemm-crate")] {
                 let gflops = srmae_model::ops::gemm_gflops(m, k, nn, a.reps, backend, kind == "dz^T*x")?;
                 println!("{}", serde_json::json!({"op": format!("gemm {kind} {name}"), "shape": [m, k, nn], "device": a.device, "precision": "f32", "gflops": gflops}));
             }

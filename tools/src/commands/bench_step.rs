@@ -291,7 +291,7 @@ pub fn run(a: StepArgs) -> Result<()> {
         }
     };
     let mut line = serde_json::json!({"impl": "srmae-candle", "model": name, "method": a.method, "device": a.device,
-        "cuda_ops": if dev.is_cuda() { if srmae_model::ops::cuda_ops_enabled() { "fused" } else { "composed" } } else { "cpu" }, "precision": a.precision,
+        "cpu_blas": srmae_model::ops::blas_name(), "cuda_ops": if dev.is_cuda() { if srmae_model::ops::cuda_ops_enabled() { "fused" } else { "composed" } } else { "cpu" }, "precision": a.precision,
         "batch": b, "threads": rayon::current_num_threads(), "median_step_s": timing.median_s,
         "images_per_s": b as f64 / timing.median_s,
         "gpu_mem_gib": timing.mem.map(|m| m as f64 / (1u64 << 30) as f64), "peak_rss_mib": peak_rss_mib()});
