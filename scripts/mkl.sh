@@ -6,6 +6,8 @@
 #   ${SRMAE_MKL_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/srmae/mkl-$VERSION}
 # Only the three libraries the binary links and the licence are kept
 # (~650 MB; the wheel is 250 MB). Idempotent: does nothing when they are there.
+# oneMKL is under the Intel Simplified Software License (LICENSE.txt, kept
+# beside the libraries); binaries linked with it carry that licence's terms.
 #
 #   scripts/mkl.sh                         # install (scripts/setup.sh calls it)
 #   SRMAE_MKL_DIR=/opt/mkl scripts/mkl.sh  # somewhere else (then build with the same variable)
