@@ -88,17 +88,39 @@ def encoder_decoder(m, d, depth, heads, dd, ddepth, dheads, L, p, c):
     m.dnorm = nn.LayerNorm(dd, eps=1e-6)
 
 
+class SrHead(nn.Module):
+    """Per patch: proj to a feat x r x r map, cat clue and has-clue flag, conv_in,
+    two residual blocks (conv-ReLU-conv + skip), conv_out, pixel shuffle, plus
+    the clue upsampled (nearest) as global residual."""
+
+    def __init__(self, dd, feat, p=16, r=4, c=3):
+        super().__init__()
+        self.proj = nn.Linear(dd, feat * r * r)
+        self.conv_in = nn.Conv2d(feat + c + 1, feat, 3, padding=1)
+        self.res = nn.ModuleList([nn.Conv2d(feat, feat, 3, padding=1) for _ in range(4)])
+        self.conv_out = nn.Conv2d(feat, c * (p // r) ** 2, 3, padding=1)
+        self.r, self.s, self.feat, self.c = r, p // r, feat, c
+
+    def forward(self, x, clue_full, has_clue):
+        b, L, _ = x.shape
+        n, r = b * L, self.r
+        f = self.proj(x).reshape(n, self.feat, r, r)
+        c = clue_full.reshape(n, self.c, r, r)
+        h = self.conv_in(torch.cat([f, c, has_clue.reshape(n, 1, 1, 1).expand(n, 1, r, r)], 1))
+        for i in range(0, 4, 2):
+            h = h + self.res[i + 1](F.relu(self.res[i](h)))
+        y = F.pixel_shuffle(self.conv_out(h), self.s) + F.interpolate(c, scale_factor=self.s, mode="nearest")
+        return y.permute(0, 2, 3, 1).reshape(b, L, -1)
+
+
 class Srmae(nn.Module):
     def __init__(self, d=192, depth=12, heads=3, dd=256, ddepth=4, dheads=8, feat=32, L=196, p=16, r=4, c=3):
         super().__init__()
         encoder_decoder(self, d, depth, heads, dd, ddepth, dheads, L, p, c)
         self.clue_embed = nn.Linear(c * r * r, d)
         self.lowres = nn.Parameter(torch.zeros(1, 1, d))
-        self.proj = nn.Linear(dd, feat * r * r)
-        self.conv_in = nn.Conv2d(feat + c + 1, feat, 3, padding=1)
-        self.res = nn.ModuleList([nn.Conv2d(feat, feat, 3, padding=1) for _ in range(4)])
-        self.conv_out = nn.Conv2d(feat, c * (p // r) ** 2, 3, padding=1)
-        self.L, self.p, self.r, self.feat, self.c = L, p, r, feat, c
+        self.head = SrHead(dd, feat, p, r, c)
+        self.L = L
 
     def forward(self, patches, visible, clue_ids, clue_px, restore, clue_full, has_clue, weights):
         b = patches.shape[0]
@@ -116,15 +138,7 @@ class Srmae(nn.Module):
         x = torch.cat([x[:, :1], x_], 1) + self.dpos
         for blk in self.dblocks:
             x = blk(x)
-        x = self.dnorm(x)[:, 1:]
-        n, r, s = b * self.L, self.r, self.p // self.r
-        f = self.proj(x).reshape(n, self.feat, r, r)
-        c = clue_full.reshape(n, self.c, r, r)
-        h = self.conv_in(torch.cat([f, c, has_clue.reshape(n, 1, 1, 1).expand(n, 1, r, r)], 1))
-        for i in range(0, 4, 2):
-            h = h + self.res[i + 1](F.relu(self.res[i](h)))
-        y = F.pixel_shuffle(self.conv_out(h), s) + F.interpolate(c, scale_factor=s, mode="nearest")
-        pred = y.permute(0, 2, 3, 1).reshape(b, self.L, -1)
+        pred = self.head(self.dnorm(x)[:, 1:], clue_full, has_clue)
         loss = ((pred - patches) ** 2).mean(-1)
         return (loss * weights).sum() / weights.sum()
 

@@ -100,6 +100,27 @@ impl Conv3x3 {
         &self.conv
     }
 
+    /// The dense form's matrix and bias, differentiable in the kernel and
+    /// bias (None for maps above `DENSE_MAX_POSITIONS`, which use the gather
+    /// form): the convolution of a flattened `[H·W·C_in]` map is `x · dense + bias`.
+    /// # Shapes
+    /// - returns `dense`: `[H·W·C_in, H·W·C_out]`, `bias`: `[H·W·C_out]` (the bias at every position)
+    pub fn dense(&self) -> Result<Option<(Tensor, Tensor)>> {
+        let Some(a) = &self.dense_taps else { return Ok(None) };
+        let weight = self.conv.weight(); // [C_out, C_in, 3, 3]
+        let (c_out, c) = (weight.dim(0)?, weight.dim(1)?);
+        let hw = self.h * self.w;
+        // [9, C_in*C_out], tap k = dy*3 + dx
+        let wk = weight.permute((2, 3, 1, 0))?.reshape((9, c * c_out))?;
+        // [HW*HW, C_in*C_out] -> [q, p, c, o] -> [q, c, p, o] -> [HW*C_in, HW*C_out]
+        let dense = a.matmul(&wk)?.reshape((hw, hw, c, c_out))?.permute((0, 2, 1, 3))?.reshape((hw * c, hw * c_out))?;
+        let bias = match self.conv.bias() {
+            Some(b) => b.reshape((1, c_out))?.broadcast_as((hw, c_out))?.contiguous()?.reshape(hw * c_out)?,
+            None => Tensor::zeros(hw * c_out, weight.dtype(), weight.device())?,
+        };
+        Ok(Some((dense, bias)))
+    }
+
     /// # Shapes
     /// - `x`: `[N, H, W, C_in]` (channels last) -> `[N, H, W, C_out]`
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -109,20 +130,11 @@ impl Conv3x3 {
         }
         let weight = self.conv.weight(); // [C_out, C_in, 3, 3]
         let c_out = weight.dim(0)?;
-        if let Some(a) = &self.dense_taps {
-            let hw = h * w;
-            // [9, C_in*C_out], tap k = dy*3 + dx
-            let wk = weight.permute((2, 3, 1, 0))?.reshape((9, c * c_out))?;
-            // [HW*HW, C_in*C_out] -> [q, p, c, o] -> [q, c, p, o] -> [HW*C_in, HW*C_out]
-            let dense = a.matmul(&wk)?.reshape((hw, hw, c, c_out))?.permute((0, 2, 1, 3))?.reshape((hw * c, hw * c_out))?;
+        if let Some((dense, bias)) = self.dense()? {
             // One op over all patches (`ops::conv3x3_rows`: one autograd node,
             // products by output row of the map, skipping the zero band of
-            // `dense`), the bias repeated at every position.
-            let bias = match self.conv.bias() {
-                Some(b) => b.reshape((1, c_out))?.broadcast_as((hw, c_out))?.contiguous()?.reshape(hw * c_out)?,
-                None => Tensor::zeros(hw * c_out, x.dtype(), x.device())?,
-            };
-            let y = crate::ops::conv3x3_rows(&x.reshape((n, hw * c))?, &dense, &bias, h, w)?;
+            // `dense`).
+            let y = crate::ops::conv3x3_rows(&x.reshape((n, h * w * c))?, &dense, &bias, h, w)?;
             return y.reshape((n, h, w, c_out));
         }
         // [N, H*W + 1, C]: the map flattened, plus one zero row for the padding

@@ -68,9 +68,15 @@ impl SrHead {
     }
 
     /// The whole head runs channels-last (`[N, r, r, C]`, N = B·L patches):
-    /// `Conv3x3` is a gather + matrix product over that layout. Channel
-    /// order (features, clue, flag) and the pixel-shuffle order are those of
-    /// the NCHW formulation (`pixel_shuffle`), so the weights mean the same.
+    /// `Conv3x3` is a matrix product over that layout. Channel order
+    /// (features, clue, flag) and the pixel-shuffle order are those of the
+    /// NCHW formulation (`pixel_shuffle`), so the weights mean the same; both
+    /// layout changes are made on the weights rather than the activations
+    /// (the projection's rows, the output convolution's columns).
+    ///
+    /// On r×r maps of up to 16 positions (every clue size of the recipes) the
+    /// convolution stack and the global residual are one op
+    /// (`ops::sr_convs`); larger maps run the layers one by one.
     ///
     /// # Shapes
     /// - `tokens`: `[B, L, Dd]` decoder outputs
@@ -79,22 +85,65 @@ impl SrHead {
     /// - returns `[B, L, p*p*C]` in patchify order
     pub fn forward(&self, tokens: &Tensor, clues: &Tensor, has_clue: &Tensor) -> Result<Tensor> {
         let (b, l, _) = tokens.dims3()?;
-        let (n, r, c, s) = (b * l, self.clue_side, self.channels, self.factor);
+        let (n, r, c, s, nf) = (b * l, self.clue_side, self.channels, self.factor, self.features);
         let p = r * s;
-        // [n, r, r, F]: the projection's output is read as a F×r×r map (CHW)
-        let f = self.proj.forward(tokens)?.reshape((n, self.features, r, r))?.permute((0, 2, 3, 1))?;
+        // The projection's output is read as an F×r×r map (CHW); its rows are
+        // reordered to r×r×F so that it comes out channels-last: [n, r, r, F].
+        let w = self.proj.weight();
+        let w_hwc = w.reshape((nf, r * r, w.dim(1)?))?.transpose(0, 1)?.reshape((r * r * nf, w.dim(1)?))?;
+        let b_hwc = match self.proj.bias() {
+            Some(bias) => Some(bias.reshape((nf, r * r))?.t()?.reshape(r * r * nf)?),
+            None => None,
+        };
+        let f = crate::ops::linear(tokens, &w_hwc, b_hwc.as_ref())?.reshape((n, r, r, nf))?;
         let clue = clues.reshape((n, c, r, r))?.permute((0, 2, 3, 1))?; // [n, r, r, C]
         let flag = has_clue.reshape((n, 1, 1, 1))?.broadcast_as((n, r, r, 1))?;
-        let mut x = self.conv_in.forward(&Tensor::cat(&[&f, &clue, &flag], 3)?)?; // [n, r, r, F]
-        for (c1, c2) in &self.res {
-            x = (&x + c2.forward(&c1.forward(&x)?.relu()?)?)?;
-        }
-        // [n, r, r, C*s*s] -> pixel shuffle: channel c*s*s + i*s + j goes to pixel (h*s + i, w*s + j)
-        let y = self.conv_out.forward(&x)?.reshape((n, r, r, c, s, s))?.permute((0, 1, 4, 2, 5, 3))?.reshape((n, p, p, c))?;
-        // global residual: the clue upsampled ×s (nearest)
+        let input = Tensor::cat(&[&f, &clue, &flag], 3)?; // [n, r, r, F + C + 1]
+        // global residual: the clue upsampled ×s (nearest), [n, p, p, C]
         let up = clue.reshape((n, r, 1, r, 1, c))?.broadcast_as((n, r, s, r, s, c))?.reshape((n, p, p, c))?;
-        (y + up)?.reshape((b, l, p * p * c)) // [n, p, p, C] is patchify order
+        let out = match self.dense_layers()? {
+            Some(layers) => {
+                let res: Vec<_> = layers[1..layers.len() - 1].chunks(2).map(|pair| (dense_conv(&pair[0]), dense_conv(&pair[1]))).collect();
+                let convs = crate::ops::SrConvs { conv_in: dense_conv(&layers[0]), res: &res, conv_out: dense_conv(&layers[layers.len() - 1]) };
+                crate::ops::sr_convs(&input.reshape((n, r * r * (nf + c + 1)))?, &convs, &up.reshape((n, p * p * c))?, r, r)?
+            }
+            None => {
+                let mut x = self.conv_in.forward(&input)?; // [n, r, r, F]
+                for (c1, c2) in &self.res {
+                    x = (&x + c2.forward(&c1.forward(&x)?.relu()?)?)?;
+                }
+                // [n, r, r, C*s*s] -> pixel shuffle: channel c*s*s + i*s + j goes to pixel (h*s + i, w*s + j)
+                let y = self.conv_out.forward(&x)?.reshape((n, r, r, c, s, s))?.permute((0, 1, 4, 2, 5, 3))?.reshape((n, p, p, c))?;
+                (y + up)?
+            }
+        };
+        out.reshape((b, l, p * p * c)) // [n, p, p, C] is patchify order
     }
+
+    /// Every convolution's dense matrix and bias (conv_in, the residual
+    /// blocks' pairs, conv_out), the output convolution's columns permuted
+    /// by the pixel shuffle so that its output is already in patchify order;
+    /// None where the maps use the gather form.
+    fn dense_layers(&self) -> Result<Option<Vec<(Tensor, Tensor)>>> {
+        let convs = std::iter::once(&self.conv_in).chain(self.res.iter().flat_map(|(a, b)| [a, b]));
+        let mut layers = Vec::with_capacity(2 * self.res.len() + 2);
+        for conv in convs {
+            let Some(layer) = conv.dense()? else { return Ok(None) };
+            layers.push(layer);
+        }
+        let Some((dense, bias)) = self.conv_out.dense()? else { return Ok(None) };
+        let (r, s, c) = (self.clue_side, self.factor, self.channels);
+        let k = dense.dim(0)?;
+        // columns (h, w, c, i, j) -> (h, i, w, j, c): pixel (h*s + i, w*s + j), channel c
+        let dense = dense.reshape((k, r, r, c, s, s))?.permute((0, 1, 4, 2, 5, 3))?.contiguous()?.reshape((k, r * s * r * s * c))?;
+        let bias = bias.reshape((r, r, c, s, s))?.permute((0, 3, 1, 4, 2))?.contiguous()?.reshape(r * s * r * s * c)?;
+        layers.push((dense, bias));
+        Ok(Some(layers))
+    }
+}
+
+fn dense_conv((dense, bias): &(Tensor, Tensor)) -> crate::ops::DenseConv<'_> {
+    crate::ops::DenseConv { dense, bias }
 }
 
 /// The prediction head SRMAE uses.
@@ -161,6 +210,32 @@ mod tests {
             assert_eq!(got.dims(), &[2, 5, patch * patch * c]);
             let d = (got - want).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
             assert!(d < 1e-4, "patch {patch} r {r} c {c}: max |diff| {d}");
+        }
+    }
+
+    /// Every variable's gradient (and the tokens') of the fused head equals
+    /// that of the NCHW formulation, whose ops are candle's own.
+    #[test]
+    fn gradients_equal_the_nchw_formulation() {
+        let dev = Device::Cpu;
+        for (patch, r, c) in [(16, 4, 3), (4, 1, 1)] {
+            let vm = VarMap::new();
+            let head = SrHead::new(24, 8, 2, patch, r, c, VarBuilder::from_varmap(&vm, DType::F32, &dev)).unwrap();
+            let tokens = candle_core::Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 5, 24), &dev).unwrap()).unwrap();
+            let clues = Tensor::randn(0f32, 1.0, (2, 5, c * r * r), &dev).unwrap();
+            let has = Tensor::new(&[[1f32, 0., 1., 1., 0.], [0., 0., 1., 0., 1.]], &dev).unwrap();
+            let g = Tensor::randn(0f32, 1.0, (2, 5, patch * patch * c), &dev).unwrap();
+            let got = (head.forward(&tokens, &clues, &has).unwrap() * &g).unwrap().sum_all().unwrap().backward().unwrap();
+            let want = (forward_nchw(&head, &tokens, &clues, &has) * &g).unwrap().sum_all().unwrap().backward().unwrap();
+            let mut vars: Vec<(String, Tensor)> = vm.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
+            vars.push(("tokens".into(), tokens.as_tensor().clone()));
+            assert_eq!(vars.len(), 2 + 2 * 6 + 1);
+            for (name, v) in vars {
+                let (a, b) = (got.get(&v).unwrap_or_else(|| panic!("{name}: no gradient")), want.get(&v).unwrap());
+                let scale = 1.0 + b.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+                let d = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+                assert!(d < 1e-4 * scale, "patch {patch} r {r}: {name} gradient differs by {d} (scale {scale})");
+            }
         }
     }
 

@@ -25,12 +25,12 @@ use super::cpu::{matmul, repeat_rows, tensor, CpuF32, Mat, MatMut, Threads};
 use crate::ops::fused_cpu::slice;
 
 /// Map and channel sizes.
-#[derive(Clone, Copy, Debug)]
-struct MapDims {
-    h: usize,
-    w: usize,
-    c_in: usize,
-    c_out: usize,
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct MapDims {
+    pub h: usize,
+    pub w: usize,
+    pub c_in: usize,
+    pub c_out: usize,
 }
 
 impl MapDims {
@@ -39,12 +39,48 @@ impl MapDims {
         let (lo, hi) = (r.saturating_sub(1), (r + 1).min(self.h - 1));
         ((lo * self.w * self.c_in, (hi + 1) * self.w * self.c_in), (r * self.w * self.c_out, (r + 1) * self.w * self.c_out))
     }
-    fn k(&self) -> usize {
+    /// Values per input row of the op (`H·W·C_in`).
+    pub(crate) fn k(&self) -> usize {
         self.h * self.w * self.c_in
     }
-    fn p(&self) -> usize {
+    /// Values per output row of the op (`H·W·C_out`).
+    pub(crate) fn p(&self) -> usize {
         self.h * self.w * self.c_out
     }
+}
+
+/// Forward: `x · a + b` over `n = x.len() / k` rows, band by band.
+pub(crate) fn band_forward(m: MapDims, x: &[f32], a: &[f32], b: &[f32]) -> Result<Vec<f32>> {
+    let (k, p) = (m.k(), m.p());
+    let n = x.len() / k;
+    let mut y = repeat_rows(b, n);
+    for r in 0..m.h {
+        let ((k0, k1), (p0, p1)) = m.band(r);
+        let lhs = Mat { data: &x[k0..], rows: n, cols: k1 - k0, rs: k, cs: 1 };
+        let rhs = Mat { data: &a[k0 * p + p0..], rows: k1 - k0, cols: p1 - p0, rs: p, cs: 1 };
+        matmul(MatMut::rows(&mut y[p0..], n, p1 - p0, p), lhs, rhs, 1.0, true, Threads::All)?;
+    }
+    Ok(y)
+}
+
+/// Backward from `g` (`[n, P]`): adds `g · aᵀ` (band by band) into `dx`
+/// when given, and returns the dense matrix's gradient `xᵀ g` (zero outside
+/// the bands). The bias gradient is `column_sums(g)`.
+pub(crate) fn band_backward(m: MapDims, g: &[f32], x: &[f32], a: &[f32], mut dx: Option<&mut [f32]>) -> Result<Vec<f32>> {
+    let (k, p) = (m.k(), m.p());
+    let n = x.len() / k;
+    let mut da = vec![0f32; k * p];
+    for r in 0..m.h {
+        let ((k0, k1), (p0, p1)) = m.band(r);
+        let g_r = Mat { data: &g[p0..], rows: n, cols: p1 - p0, rs: p, cs: 1 };
+        if let Some(dx) = dx.as_deref_mut() {
+            let a_t = Mat { data: &a[k0 * p + p0..], rows: k1 - k0, cols: p1 - p0, rs: p, cs: 1 }.t();
+            matmul(MatMut::rows(&mut dx[k0..], n, k1 - k0, k), g_r, a_t, 1.0, true, Threads::All)?;
+        }
+        let x_t = Mat { data: &x[k0..], rows: n, cols: k1 - k0, rs: k, cs: 1 }.t();
+        matmul(MatMut::rows(&mut da[k0 * p + p0..], k1 - k0, p1 - p0, p), x_t, g_r, 1.0, false, Threads::All)?;
+    }
+    Ok(da)
 }
 
 struct Conv3x3RowsOp(MapDims);
@@ -56,39 +92,18 @@ impl CustomOp3 for Conv3x3RowsOp {
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
         let (x, a, b) = (slice(s1, l1, self.name())?, slice(s2, l2, self.name())?, slice(s3, l3, self.name())?);
-        let m = self.0;
-        let (k, p) = (m.k(), m.p());
-        let n = x.len() / k;
-        let mut y = repeat_rows(b, n);
-        for r in 0..m.h {
-            let ((k0, k1), (p0, p1)) = m.band(r);
-            let lhs = Mat { data: &x[k0..], rows: n, cols: k1 - k0, rs: k, cs: 1 };
-            let rhs = Mat { data: &a[k0 * p + p0..], rows: k1 - k0, cols: p1 - p0, rs: p, cs: 1 };
-            matmul(MatMut::rows(&mut y[p0..], n, p1 - p0, p), lhs, rhs, 1.0, true, Threads::All)?;
-        }
-        Ok((CpuStorage::F32(y), Shape::from((n, p))))
+        let y = band_forward(self.0, x, a, b)?;
+        let n = x.len() / self.0.k();
+        Ok((CpuStorage::F32(y), Shape::from((n, self.0.p()))))
     }
 
     fn bwd(&self, x: &Tensor, a: &Tensor, b: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let m = self.0;
-        let (k, p) = (m.k(), m.p());
         let grad = grad.contiguous()?;
         let (gv, xv, av) = (CpuF32::new(&grad, self.name())?, CpuF32::new(x, self.name())?, CpuF32::new(a, self.name())?);
         let (g, xs, aa) = (gv.slice()?, xv.slice()?, av.slice()?);
-        let n = xs.len() / k;
-        let mut dx = if x.track_op() { Some(vec![0f32; n * k]) } else { None };
-        let mut da = vec![0f32; k * p];
-        for r in 0..m.h {
-            let ((k0, k1), (p0, p1)) = m.band(r);
-            let g_r = Mat { data: &g[p0..], rows: n, cols: p1 - p0, rs: p, cs: 1 };
-            if let Some(dx) = dx.as_mut() {
-                let a_t = Mat { data: &aa[k0 * p + p0..], rows: k1 - k0, cols: p1 - p0, rs: p, cs: 1 }.t();
-                matmul(MatMut::rows(&mut dx[k0..], n, k1 - k0, k), g_r, a_t, 1.0, true, Threads::All)?;
-            }
-            let x_t = Mat { data: &xs[k0..], rows: n, cols: k1 - k0, rs: k, cs: 1 }.t();
-            matmul(MatMut::rows(&mut da[k0 * p + p0..], k1 - k0, p1 - p0, p), x_t, g_r, 1.0, false, Threads::All)?;
-        }
-        let db = crate::ops::row_broadcast::column_sums(g, None, p);
+        let mut dx = if x.track_op() { Some(vec![0f32; xs.len()]) } else { None };
+        let da = band_backward(self.0, g, xs, aa, dx.as_deref_mut())?;
+        let db = crate::ops::row_broadcast::column_sums(g, None, self.0.p());
         let dx = match dx {
             Some(v) => Some(tensor(v, x.shape())?),
             None => None,

@@ -8,6 +8,7 @@
 //! | `attention(qkv, heads)` | `attention.rs` | 1 (was reshape, permute, 3 gets, scale, 2 matmuls, softmax, transposes) |
 //! | `layer_norm(x, w, b, eps)` | `layer_norm.rs` | 1 (was normalise, affine mul, affine add) |
 //! | `conv3x3_rows(x, dense, b)` (SR head) | `conv3x3_rows.rs` | 1 (was matmul, bias add; 62 % of its products at 4×4) |
+//! | `sr_convs(u, convs, skip)` (SR head) | `sr_convs.rs` | 1 + the `cat` of its matrices (was 2R + 2 of the above, R ReLUs, R + 1 adds) |
 //! | `transformer_block(x, params, ...)` (CPU: a whole ViT block) | `block.rs` | 1 + the `cat` of its parameters (was the nine above, two residual adds and the drop-path products) |
 //! | AdamW update, in place | `adamw.rs` | none (not a graph op; no allocation) |
 //! | global gradient norm | `grad_norm.rs` | none (one pass over all gradients) |
@@ -45,11 +46,13 @@ pub mod layer_norm;
 pub mod linear;
 pub mod row_broadcast;
 pub mod selftest;
+pub mod sr_convs;
 
 pub use attention::attention;
 pub use conv3x3_rows::conv3x3_rows;
 pub use cpu::{blas_name, gemm_gflops, Backend};
 pub use layer_norm::layer_norm;
+pub use sr_convs::{sr_convs, DenseConv, SrConvs};
 pub use linear::{linear, linear_gelu};
 
 use std::cell::Cell;
