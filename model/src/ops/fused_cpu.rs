@@ -113,7 +113,9 @@ pub(crate) fn gelu_grad(x: f32) -> f32 {
 /// has it (the build targets baseline x86-64, i.e. SSE2: 4 floats per
 /// instruction instead of 8), else for the baseline. No FMA is enabled and
 /// Rust never contracts `a * b + c` on its own, so both versions compute
-/// bit-identical results.
+/// bit-identical results (tested). An AVX-512 version was measured too: on
+/// the AVX-512 machine it took the softmax exponentials and the GELUs from
+/// 12.8 % of a ViT-Ti block's forward + backward to 11.2 %, too little to keep.
 macro_rules! with_avx2 {
     ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) $body:block) => {
         $(#[$doc])*
@@ -327,6 +329,24 @@ pub fn normalise_last_dim(x: &Tensor, eps: f64) -> Result<Tensor> {
 pub(crate) mod tests {
     use super::*;
     use candle_core::{Device, Var};
+
+    /// The vectorised loops (AVX2 or baseline, whichever this CPU runs)
+    /// give bit for bit what the scalar functions give one element at
+    /// a time, so results do not depend on the machine's vector width.
+    #[test]
+    fn vector_loops_equal_the_scalar_functions_bit_for_bit() {
+        let z: Vec<f32> = (0..4099).map(|i| ((i as f32) * 0.37).sin() * 9.0 - 1.5).collect();
+        let g: Vec<f32> = (0..4099).map(|i| ((i as f32) * 0.11).cos()).collect();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let mut y = vec![0f32; z.len()];
+        gelu_into(&mut y, &z);
+        assert_eq!(bits(&y), bits(&z.iter().map(|&x| gelu(x)).collect::<Vec<_>>()));
+        gelu_grad_into(&mut y, &g, &z);
+        assert_eq!(bits(&y), bits(&z.iter().zip(&g).map(|(&x, &g)| g * gelu_grad(x)).collect::<Vec<_>>()));
+        let mut row = z.clone();
+        exp_shifted_in_place(&mut row, 2.5);
+        assert_eq!(bits(&row), bits(&z.iter().map(|&x| exp_f32(x - 2.5)).collect::<Vec<_>>()));
+    }
 
     /// Largest absolute elementwise difference (F32 tensors of one shape).
     pub(crate) fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
