@@ -28,7 +28,7 @@ use std::sync::OnceLock;
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::cpu::{matmul, tensor, CpuF32, Mat, MatMut, Threads};
+use super::cpu::{matmul, tensor, CpuF32, Mat, MatMut, Threads, zeros};
 use crate::ops::fused_cpu::{exp_shifted_in_place, slice};
 
 struct AttentionOp {
@@ -131,8 +131,8 @@ impl AttentionOp {
 /// probabilities `[B, heads, N, N]`).
 pub(crate) fn forward_cpu(x: &[f32], s: Dims) -> Result<(Vec<f32>, Vec<f32>)> {
     let (n, d) = (s.n, s.d);
-    let mut out = vec![0f32; s.b * n * d];
-    let mut probs = vec![0f32; s.b * s.heads * n * n];
+    let mut out = zeros(s.b * n * d);
+    let mut probs = zeros(s.b * s.heads * n * n);
     if n > 0 && s.b > 0 {
         let chunks = out.chunks_mut(n * d).zip(probs.chunks_mut(s.heads * n * n)).zip(x.chunks(3 * n * d));
         if per_sample(s.b) {
@@ -150,7 +150,7 @@ pub(crate) fn forward_cpu(x: &[f32], s: Dims) -> Result<(Vec<f32>, Vec<f32>)> {
 /// The attention backward on the CPU: `dqkv` `[B, N, 3D]` from `g` `[B, N, D]`.
 pub(crate) fn backward_cpu(x: &[f32], g: &[f32], probs: &[f32], s: Dims) -> Result<Vec<f32>> {
     let (n, d) = (s.n, s.d);
-    let mut dx = vec![0f32; s.b * n * 3 * d];
+    let mut dx = zeros(s.b * n * 3 * d);
     if n > 0 && s.b > 0 {
         let chunks = dx.chunks_mut(3 * n * d).zip(x.chunks(3 * n * d)).zip(g.chunks(n * d)).zip(probs.chunks(s.heads * n * n));
         if per_sample(s.b) {

@@ -39,7 +39,7 @@ use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::attention::{self, Dims};
-use super::cpu::{tensor, CpuF32};
+use super::cpu::{tensor, CpuF32, zeros};
 use super::fused_cpu::slice;
 use super::linear::CHUNK;
 use super::{layer_norm, linear};
@@ -107,7 +107,7 @@ fn scaled<'a>(g: &'a [f32], scales: Option<&[f32]>, per_sample: usize) -> Cow<'a
     match scales {
         None => Cow::Borrowed(g),
         Some(k) => {
-            let mut out = vec![0f32; g.len()];
+            let mut out = zeros(g.len());
             out.par_chunks_mut(per_sample).zip(g.par_chunks(per_sample)).zip(k.par_iter()).for_each(|((o, g), &k)| o.iter_mut().zip(g).for_each(|(o, &g)| *o = g * k));
             Cow::Owned(out)
         }
@@ -209,7 +209,7 @@ impl CustomOp2 for BlockOp {
         let want_dx = x.track_op();
         let (dn1w, dn1b) = layer_norm::backward_cpu(xs, w(NORM1), &dh1.ok_or_else(missing)?, &sv.stats1, want_dx.then_some(&mut dx[..]), true);
 
-        let mut dp = vec![0f32; p.len()];
+        let mut dp = zeros(p.len());
         for (range, part) in r.iter().zip([dn1w, dn1b, dwqkv, dbqkv, dwp, dbp, dn2w, dn2b, dw1, db1, dw2, db2]) {
             dp[range.clone()].copy_from_slice(&part);
         }

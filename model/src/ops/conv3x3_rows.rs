@@ -21,7 +21,7 @@
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
-use super::cpu::{matmul, repeat_rows, tensor, CpuF32, Mat, MatMut, Threads};
+use super::cpu::{matmul, repeat_rows, tensor, CpuF32, Mat, MatMut, Threads, zeros};
 use crate::ops::fused_cpu::slice;
 
 /// Map and channel sizes.
@@ -69,7 +69,7 @@ pub(crate) fn band_forward(m: MapDims, x: &[f32], a: &[f32], b: &[f32]) -> Resul
 pub(crate) fn band_backward(m: MapDims, g: &[f32], x: &[f32], a: &[f32], mut dx: Option<&mut [f32]>) -> Result<Vec<f32>> {
     let (k, p) = (m.k(), m.p());
     let n = x.len() / k;
-    let mut da = vec![0f32; k * p];
+    let mut da = zeros(k * p);
     for r in 0..m.h {
         let ((k0, k1), (p0, p1)) = m.band(r);
         let g_r = Mat { data: &g[p0..], rows: n, cols: p1 - p0, rs: p, cs: 1 };
@@ -101,7 +101,7 @@ impl CustomOp3 for Conv3x3RowsOp {
         let grad = grad.contiguous()?;
         let (gv, xv, av) = (CpuF32::new(&grad, self.name())?, CpuF32::new(x, self.name())?, CpuF32::new(a, self.name())?);
         let (g, xs, aa) = (gv.slice()?, xv.slice()?, av.slice()?);
-        let mut dx = if x.track_op() { Some(vec![0f32; xs.len()]) } else { None };
+        let mut dx = if x.track_op() { Some(zeros(xs.len())) } else { None };
         let da = band_backward(self.0, g, xs, aa, dx.as_deref_mut())?;
         let db = crate::ops::row_broadcast::column_sums(g, None, self.0.p());
         let dx = match dx {

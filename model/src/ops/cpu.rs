@@ -34,14 +34,61 @@ impl<'a> CpuF32<'a> {
     }
 }
 
-/// `rows` copies of `v` back to back (an output pre-filled with its bias,
-/// onto which a product then accumulates).
-pub(crate) fn repeat_rows(v: &[f32], rows: usize) -> Vec<f32> {
-    let mut out = Vec::with_capacity(v.len() * rows);
-    for _ in 0..rows {
-        out.extend_from_slice(v);
+/// Buffers of at least this many elements are filled by rayon's workers in
+/// chunks of this size: a serial fill of a step's activations (zeroed
+/// outputs, bias rows) ran on the calling thread while the workers waited,
+/// 7-8 % of a ViT-Ti/16 step's samples in a profile (docs/MODEL.md).
+const FILL_CHUNK: usize = 1 << 15;
+
+/// `len` elements repeating `row` (`len` a multiple of its length): the one
+/// place that fills a large output buffer, in parallel chunks when large.
+fn filled(len: usize, row: &[f32]) -> Vec<f32> {
+    use rayon::prelude::*;
+    use std::mem::MaybeUninit;
+    let period = row.len();
+    debug_assert!(period > 0 && len % period == 0);
+    let fill = |c: &mut [MaybeUninit<f32>]| {
+        if let [v] = row {
+            c.fill(MaybeUninit::new(*v));
+        } else {
+            for r in c.chunks_mut(period) {
+                for (x, v) in r.iter_mut().zip(row) {
+                    x.write(*v);
+                }
+            }
+        }
+    };
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    let spare = &mut out.spare_capacity_mut()[..len];
+    if len < 2 * FILL_CHUNK {
+        fill(spare);
+    } else {
+        spare.par_chunks_mut(FILL_CHUNK.div_ceil(period) * period).for_each(fill);
     }
+    // SAFETY: `fill` wrote every one of the first `len` elements of the
+    // spare capacity: the chunks cover it, and each chunk is a whole number
+    // of rows (its length is a multiple of `period`, as is `len`), each row
+    // written element by element from `row`.
+    unsafe { out.set_len(len) };
     out
+}
+
+/// `len` zeros (an output that a product or a kernel then writes or
+/// accumulates into), zeroed in parallel when large.
+pub(crate) fn zeros(len: usize) -> Vec<f32> {
+    if len < 2 * FILL_CHUNK {
+        return vec![0f32; len];
+    }
+    filled(len, &[0.0])
+}
+
+/// `rows` copies of `v` back to back (an output pre-filled with its bias,
+/// onto which a product then accumulates), written in parallel when large.
+pub(crate) fn repeat_rows(v: &[f32], rows: usize) -> Vec<f32> {
+    if v.is_empty() || rows == 0 {
+        return Vec::new();
+    }
+    filled(v.len() * rows, v)
 }
 
 /// A CPU F32 tensor owning `data`.
@@ -418,6 +465,24 @@ mod blas {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parallel_fills_equal_serial_ones_on_both_sides_of_the_threshold() {
+        for rows in [0, 1, 3, 2 * FILL_CHUNK / 7 - 1, 2 * FILL_CHUNK / 7 + 5, 40_000] {
+            let row: Vec<f32> = (0..7).map(|i| i as f32 - 2.5).collect();
+            let expected: Vec<f32> = (0..rows).flat_map(|_| row.iter().copied()).collect();
+            assert_eq!(repeat_rows(&row, rows), expected, "{rows} rows of 7");
+        }
+        // A row longer than a chunk, and a one-element row (the fill path).
+        let wide: Vec<f32> = (0..FILL_CHUNK + 3).map(|i| i as f32).collect();
+        assert_eq!(repeat_rows(&wide, 3), [wide.clone(), wide.clone(), wide.clone()].concat());
+        assert_eq!(repeat_rows(&[1.5], 3 * FILL_CHUNK + 1), vec![1.5; 3 * FILL_CHUNK + 1]);
+        for len in [0, 5, 2 * FILL_CHUNK - 1, 2 * FILL_CHUNK, 5 * FILL_CHUNK + 17] {
+            let z = zeros(len);
+            assert_eq!(z.len(), len);
+            assert!(z.iter().all(|&v| v.to_bits() == 0), "{len} zeros");
+        }
+    }
 
     fn naive(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
         let mut c = vec![0f32; m * n];

@@ -18,6 +18,7 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
+use super::cpu::zeros;
 
 const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
 /// 1 / sqrt(2π)
@@ -38,7 +39,7 @@ pub(crate) fn slice<'a>(s: &'a CpuStorage, l: &Layout, op: &'static str) -> Resu
 
 /// Rows of the last dimension, in parallel: `f(row_in_a, row_in_b, row_out)`.
 fn rows2(a: &[f32], b: &[f32], n: usize, f: impl Fn(&[f32], &[f32], &mut [f32]) + Sync) -> Vec<f32> {
-    let mut out = vec![0f32; a.len()];
+    let mut out = zeros(a.len());
     out.par_chunks_mut(n).zip(a.par_chunks(n)).zip(b.par_chunks(n)).for_each(|((o, x), y)| f(x, y, o));
     out
 }
@@ -174,7 +175,7 @@ impl CustomOp1 for GeluErf {
     }
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = slice(s, l, self.name())?;
-        let mut out = vec![0f32; x.len()];
+        let mut out = zeros(x.len());
         out.par_chunks_mut(4096).zip(x.par_chunks(4096)).for_each(|(o, x)| gelu_into(o, x));
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }

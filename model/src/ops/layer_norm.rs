@@ -21,7 +21,7 @@ use std::sync::OnceLock;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
-use super::cpu::{tensor, CpuF32};
+use super::cpu::{tensor, CpuF32, zeros};
 use crate::ops::fused_cpu::{moments, slice};
 
 struct LayerNormOp {
@@ -102,7 +102,7 @@ impl CustomOp3 for LayerNormOp {
         let grad = grad.contiguous()?;
         let (gv, xv, wv) = (CpuF32::new(&grad, self.name())?, CpuF32::new(x, self.name())?, CpuF32::new(w, self.name())?);
         let (g, xs, ws) = (gv.slice()?, xv.slice()?, wv.slice()?);
-        let mut dx = if x.track_op() { Some(vec![0f32; xs.len()]) } else { None };
+        let mut dx = if x.track_op() { Some(zeros(xs.len())) } else { None };
         let (dw, db) = backward_cpu(xs, ws, g, stats, dx.as_deref_mut(), false);
         let dx = dx.map(|dx| tensor(dx, x.shape())).transpose()?;
         Ok((dx, Some(tensor(dw, w.shape())?), Some(tensor(db, b.shape())?)))
@@ -113,7 +113,7 @@ impl CustomOp3 for LayerNormOp {
 pub(crate) fn forward_cpu(x: &[f32], w: &[f32], b: &[f32], eps: f32) -> (Vec<f32>, Vec<(f32, f32)>) {
     let d = w.len();
     let rows = x.len() / d.max(1);
-    let mut y = vec![0f32; x.len()];
+    let mut y = zeros(x.len());
     let mut stats = vec![(0f32, 0f32); rows];
     let rb = rows_per_block(d);
     y.par_chunks_mut(rb * d).zip(x.par_chunks(rb * d)).zip(stats.par_chunks_mut(rb)).for_each(|((y, x), st)| {

@@ -23,7 +23,7 @@ use std::sync::OnceLock;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::cpu::{matmul, repeat_rows, tensor, CpuF32, Mat, MatMut, Threads};
+use super::cpu::{matmul, repeat_rows, tensor, CpuF32, Mat, MatMut, Threads, zeros};
 use crate::ops::fused_cpu::{gelu_grad_into, gelu_into, slice};
 
 /// `[R, in] -> [R, out]` with bias (and GELU).
@@ -152,14 +152,14 @@ pub(crate) fn forward_cpu(x: &[f32], w: &[f32], b: &[f32], in_dim: usize, out_di
 
 /// `gelu(z)` elementwise, in parallel.
 pub(crate) fn gelu_cpu(z: &[f32]) -> Vec<f32> {
-    let mut y = vec![0f32; z.len()];
+    let mut y = zeros(z.len());
     y.par_chunks_mut(CHUNK).zip(z.par_chunks(CHUNK)).for_each(|(y, z)| gelu_into(y, z));
     y
 }
 
 /// `g ⊙ gelu'(z)` elementwise, in parallel.
 pub(crate) fn gelu_backward_cpu(g: &[f32], z: &[f32]) -> Vec<f32> {
-    let mut d = vec![0f32; g.len()];
+    let mut d = zeros(g.len());
     d.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK).zip(z.par_chunks(CHUNK))).for_each(|(d, (g, z))| gelu_grad_into(d, g, z));
     d
 }
@@ -170,13 +170,13 @@ pub(crate) fn backward_cpu(dz: &[f32], x: &[f32], w: &[f32], in_dim: usize, out_
     let rows = dz.len() / out_dim.max(1);
     let dz_mat = Mat::rows(dz, rows, out_dim, out_dim);
     let dx = if want_dx {
-        let mut dx = vec![0f32; rows * in_dim];
+        let mut dx = zeros(rows * in_dim);
         matmul(MatMut::rows(&mut dx, rows, in_dim, in_dim), dz_mat, Mat::rows(w, out_dim, in_dim, in_dim), 1.0, false, Threads::All)?;
         Some(dx)
     } else {
         None
     };
-    let mut dw = vec![0f32; out_dim * in_dim];
+    let mut dw = zeros(out_dim * in_dim);
     matmul(MatMut::rows(&mut dw, out_dim, in_dim, in_dim), dz_mat.t(), Mat::rows(x, rows, in_dim, in_dim), 1.0, false, Threads::All)?;
     let db = crate::ops::row_broadcast::column_sums(dz, None, out_dim);
     Ok((dx, dw, db))

@@ -15,6 +15,7 @@
 //! trailing match) candle's `broadcast_add` / `broadcast_mul`.
 
 use crate::ops::fused_cpu::{fused, slice};
+use crate::ops::cpu::zeros;
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -26,7 +27,7 @@ fn block(k: usize) -> usize {
 /// `f(x[i, j], v[j])` for every row `i` of `x` viewed as `[rows, v.len()]`.
 fn map_rows(x: &[f32], v: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
     let k = v.len();
-    let mut out = vec![0f32; x.len()];
+    let mut out = zeros(x.len());
     out.par_chunks_mut(block(k)).zip(x.par_chunks(block(k))).for_each(|(o, x)| {
         for (o, x) in o.chunks_exact_mut(k).zip(x.chunks_exact(k)) {
             for ((o, &x), &v) in o.iter_mut().zip(x).zip(v) {

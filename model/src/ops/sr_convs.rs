@@ -38,7 +38,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::conv3x3_rows::{band_backward, band_forward, MapDims};
-use super::cpu::{tensor, CpuF32};
+use super::cpu::{tensor, CpuF32, zeros};
 use super::fused_cpu::slice;
 use super::linear::CHUNK;
 
@@ -191,7 +191,7 @@ impl CustomOp3 for SrConvsOp {
         let a = |l: usize| &p[r[l].0.clone()];
         let column_sums =
             |g: &[f32], l: usize| crate::ops::row_broadcast::column_sums(g, None, self.dims[l].p());
-        let mut dp = vec![0f32; p.len()];
+        let mut dp = zeros(p.len());
         let mut put = |l: usize, da: Vec<f32>, db: Vec<f32>| {
             dp[r[l].0.clone()].copy_from_slice(&da);
             dp[r[l].1.clone()].copy_from_slice(&db);
@@ -199,13 +199,13 @@ impl CustomOp3 for SrConvsOp {
 
         let last = self.dims.len() - 1;
         let x_last = &sv.inputs[last - 1];
-        let mut dx = vec![0f32; x_last.len()];
+        let mut dx = zeros(x_last.len());
         let da = band_backward(self.dims[last], g, x_last, a(last), Some(&mut dx))?;
         put(last, da, column_sums(g, last));
         for i in (0..self.blocks()).rev() {
             let (c1, c2) = (1 + 2 * i, 2 + 2 * i);
             let (x_in, h) = (&sv.inputs[2 * i], &sv.inputs[2 * i + 1]);
-            let mut dz = vec![0f32; h.len()];
+            let mut dz = zeros(h.len());
             let da2 = band_backward(self.dims[c2], &dx, h, a(c2), Some(&mut dz))?;
             put(c2, da2, column_sums(&dx, c2));
             relu_mask(&mut dz, h);
@@ -213,7 +213,7 @@ impl CustomOp3 for SrConvsOp {
             put(c1, da1, column_sums(&dz, c1));
         }
         let mut du = if u.track_op() {
-            Some(vec![0f32; us.len()])
+            Some(zeros(us.len()))
         } else {
             None
         };
