@@ -47,14 +47,21 @@ fn filled(len: usize, row: &[f32]) -> Vec<f32> {
     use std::mem::MaybeUninit;
     let period = row.len();
     debug_assert!(period > 0 && len % period == 0);
+    // libc's memset and memcpy (AVX-512 stores here), not a loop of
+    // element writes, which the baseline x86-64 build turns into 16-byte
+    // stores at a fraction of their speed.
     let fill = |c: &mut [MaybeUninit<f32>]| {
-        if let [v] = row {
-            c.fill(MaybeUninit::new(*v));
+        if row.iter().all(|v| v.to_bits() == 0) {
+            // SAFETY: `c` is a unique borrow of `c.len()` elements; all-zero
+            // bytes are the f32 0.0, so this writes `row`'s value to each.
+            unsafe { std::ptr::write_bytes(c.as_mut_ptr(), 0, c.len()) };
         } else {
             for r in c.chunks_mut(period) {
-                for (x, v) in r.iter_mut().zip(row) {
-                    x.write(*v);
-                }
+                // SAFETY: `r` is a unique borrow of `r.len() <= period`
+                // elements (exactly `period`: see below), `row` holds
+                // `period`, and the two cannot overlap (`row` is initialised
+                // memory outside the new vector).
+                unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), r.as_mut_ptr().cast::<f32>(), r.len()) };
             }
         }
     };
@@ -68,7 +75,7 @@ fn filled(len: usize, row: &[f32]) -> Vec<f32> {
     // SAFETY: `fill` wrote every one of the first `len` elements of the
     // spare capacity: the chunks cover it, and each chunk is a whole number
     // of rows (its length is a multiple of `period`, as is `len`), each row
-    // written element by element from `row`.
+    // a copy of `row`.
     unsafe { out.set_len(len) };
     out
 }
@@ -166,6 +173,12 @@ pub enum Backend {
 }
 
 fn matmul_in(dst: MatMut, lhs: Mat, rhs: Mat, scale: f32, accumulate: bool, threads: Threads, backend: Backend) -> Result<()> {
+    matmul_checked(dst, lhs, rhs, scale, accumulate, threads, backend, true)
+}
+
+/// `matmul_in`, with the depth split (`depth_slices`) when `may_split`.
+#[allow(clippy::too_many_arguments)]
+fn matmul_checked(dst: MatMut, lhs: Mat, rhs: Mat, scale: f32, accumulate: bool, threads: Threads, backend: Backend, may_split: bool) -> Result<()> {
     let (m, n, k) = (dst.rows, dst.cols, lhs.cols);
     if lhs.rows != m || rhs.cols != n || rhs.rows != k {
         bail!("matmul: [{m}, {n}] = [{}, {}] x [{}, {}]", lhs.rows, lhs.cols, rhs.rows, rhs.cols);
@@ -184,6 +197,10 @@ fn matmul_in(dst: MatMut, lhs: Mat, rhs: Mat, scale: f32, accumulate: bool, thre
         }
         return Ok(());
     }
+    let slices = depth_slices(m, n, k);
+    if may_split && slices > 1 {
+        return matmul_depth_split(dst, lhs, rhs, scale, accumulate, slices, threads, backend);
+    }
     #[cfg(any(feature = "mkl", feature = "openblas"))]
     if backend == Backend::Blas {
         if let (Some(a), Some(b)) = (blas::Operand::of(&lhs), blas::Operand::of(&rhs)) {
@@ -193,9 +210,6 @@ fn matmul_in(dst: MatMut, lhs: Mat, rhs: Mat, scale: f32, accumulate: bool, thre
     }
     let _ = backend;
     let nthreads = candle_core::utils::get_num_threads();
-    if threads == Threads::All && nthreads > 1 && m * n <= DEPTH_SPLIT_MAX_OUTPUT && k >= 2 * DEPTH_SLICE {
-        return matmul_depth_split(dst, lhs, rhs, scale, accumulate);
-    }
     let parallelism = match (threads, nthreads) {
         (Threads::All, n) if n > 1 => gemm::Parallelism::Rayon(n),
         _ => gemm::Parallelism::None,
@@ -232,46 +246,65 @@ fn matmul_in(dst: MatMut, lhs: Mat, rhs: Mat, scale: f32, accumulate: bool, thre
 
 /// Products with a small output and a long depth (the weight gradients
 /// `dW = dzᵀ x` over the B·N rows of a batch: `[out, in]` from thousands of
-/// rows) give the gemm crate few output blocks to share between threads;
-/// these are split along the depth instead: `k / DEPTH_SLICE` slices of
-/// consecutive rows, each a single-threaded product into its own buffer,
-/// then added in slice order. The slice count depends on the shape only, never
-/// on the thread count, so the result is the same on any number of threads.
-const DEPTH_SLICE: usize = 1024;
+/// rows) are split along the depth, not into blocks of the output: an output
+/// block re-reads and re-packs the whole depth of the other operand, and
+/// MKL runs such products at 60-115 GFLOP/s per core in 3-8 output blocks
+/// against 150-170 in depth slices of ~800 rows (`[96..384, 6272] x [6272,
+/// 96..384]`, one core of the AVX-512 machine). The slice count is a power of
+/// two (even shares on 2, 4 or 8 threads) fixed by the shape, never by the
+/// thread count, and the partial products are added in slice order, so the
+/// result is the same on any number of threads.
+const DEPTH_SLICE_MIN: usize = 512;
+/// At most this many depth slices.
+const DEPTH_SLICES_MAX: usize = 8;
 /// Largest output (elements) that takes the depth split: `[1024, 256]`.
 const DEPTH_SPLIT_MAX_OUTPUT: usize = 1 << 18;
 
+/// How many depth slices a `[m, k] x [k, n]` product runs in (1: none).
+fn depth_slices(m: usize, n: usize, k: usize) -> usize {
+    let s = (k / DEPTH_SLICE_MIN).min(DEPTH_SLICES_MAX);
+    if m * n > DEPTH_SPLIT_MAX_OUTPUT || s < 2 {
+        1
+    } else {
+        1 << s.ilog2()
+    }
+}
+
 /// `dst = (accumulate ? dst : 0) + scale · Σ_s lhs[:, K_s] · rhs[K_s, :]` over
-/// the depth slices `K_s` (see `DEPTH_SLICE`), slices in parallel.
-fn matmul_depth_split(dst: MatMut, lhs: Mat, rhs: Mat, scale: f32, accumulate: bool) -> Result<()> {
+/// `slices` consecutive depth ranges `K_s`, each a single-threaded product
+/// into its own buffer (slices in parallel for `Threads::All`), then added
+/// into `dst` in slice order, rows in parallel.
+#[allow(clippy::too_many_arguments)]
+fn matmul_depth_split(dst: MatMut, lhs: Mat, rhs: Mat, scale: f32, accumulate: bool, slices: usize, threads: Threads, backend: Backend) -> Result<()> {
     use rayon::prelude::*;
     let (m, n, k) = (dst.rows, dst.cols, lhs.cols);
-    let slices = k / DEPTH_SLICE;
     let bounds = |s: usize| (s * k / slices, (s + 1) * k / slices);
-    let partials = (0..slices)
-        .into_par_iter()
-        .map(|s| {
-            let (k0, k1) = bounds(s);
-            let mut part = vec![0f32; m * n];
-            let lhs_s = Mat { data: &lhs.data[k0 * lhs.cs..], rows: m, cols: k1 - k0, rs: lhs.rs, cs: lhs.cs };
-            let rhs_s = Mat { data: &rhs.data[k0 * rhs.rs..], rows: k1 - k0, cols: n, rs: rhs.rs, cs: rhs.cs };
-            matmul_in(MatMut::rows(&mut part, m, n, n), lhs_s, rhs_s, scale, false, Threads::One, Backend::GemmCrate)?;
-            Ok(part)
-        })
-        .collect::<Result<Vec<Vec<f32>>>>()?;
-    for i in 0..m {
-        let row = &mut dst.data[i * dst.rs..i * dst.rs + n];
-        if !accumulate {
-            row.copy_from_slice(&partials[0][i * n..(i + 1) * n]);
-        }
+    let partial = |s: usize| {
+        let (k0, k1) = bounds(s);
+        let mut part = zeros(m * n);
+        let lhs_s = Mat { data: &lhs.data[k0 * lhs.cs..], rows: m, cols: k1 - k0, rs: lhs.rs, cs: lhs.cs };
+        let rhs_s = Mat { data: &rhs.data[k0 * rhs.rs..], rows: k1 - k0, cols: n, rs: rhs.rs, cs: rhs.cs };
+        matmul_checked(MatMut::rows(&mut part, m, n, n), lhs_s, rhs_s, scale, false, Threads::One, backend, false)?;
+        Ok(part)
+    };
+    let partials: Vec<Vec<f32>> = match threads {
+        Threads::All => (0..slices).into_par_iter().map(partial).collect::<Result<_>>()?,
+        Threads::One => (0..slices).map(partial).collect::<Result<_>>()?,
+    };
+    let add_row = |(i, row): (usize, &mut [f32])| {
+        let row = &mut row[..n];
         for (s, part) in partials.iter().enumerate() {
+            let p = &part[i * n..(i + 1) * n];
             if s == 0 && !accumulate {
-                continue;
-            }
-            for (d, p) in row.iter_mut().zip(&part[i * n..(i + 1) * n]) {
-                *d += p;
+                row.copy_from_slice(p);
+            } else {
+                row.iter_mut().zip(p).for_each(|(d, p)| *d += p);
             }
         }
+    };
+    match threads {
+        Threads::All => dst.data.par_chunks_mut(dst.rs.max(n)).take(m).enumerate().for_each(add_row),
+        Threads::One => dst.data.chunks_mut(dst.rs.max(n)).take(m).enumerate().for_each(add_row),
     }
     Ok(())
 }
@@ -526,29 +559,35 @@ mod tests {
 
     #[test]
     fn depth_split_products_match_a_naive_loop_on_any_thread_count() {
-        // A weight-gradient layout: dzᵀ [m, k] read transposed from [k, m], k > 2 slices, not a multiple of one.
-        let (m, k, n) = (5, 2 * DEPTH_SLICE + 333, 3);
+        // A weight-gradient layout: dzᵀ [m, k] read transposed from [k, m], 4 slices, k not a multiple of 4.
+        let (m, k, n) = (5, 5 * DEPTH_SLICE_MIN + 333, 3);
+        assert_eq!(depth_slices(m, n, k), 4);
+        assert_eq!(depth_slices(m, n, DEPTH_SLICE_MIN * 2 - 1), 1, "too short to split");
+        assert_eq!(depth_slices(1024, 257, 8 * DEPTH_SLICE_MIN), 1, "output too large to split");
+        assert_eq!(depth_slices(m, n, 100 * DEPTH_SLICE_MIN), DEPTH_SLICES_MAX);
         let dz: Vec<f32> = (0..k * m).map(|i| (i as f32 * 0.37).sin()).collect();
         let x: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.11).cos()).collect();
         let dz_t: Vec<f32> = (0..m * k).map(|i| dz[(i % k) * m + i / k]).collect();
         let want = naive(&dz_t, &x, m, k, n);
-        let run = |threads: usize, accumulate: bool| {
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-            let mut c = vec![0.5f32; m * (n + 1)];
-            pool.install(|| matmul_in(MatMut::rows(&mut c, m, n, n + 1), Mat::rows(&dz, k, m, m).t(), Mat::rows(&x, k, n, n), 2.0, accumulate, Threads::All, Backend::GemmCrate))
-                .unwrap();
-            c
-        };
-        let (one, three) = (run(1, false), run(3, false));
-        assert_eq!(one, three, "the same sums in the same order on 1 and 3 threads");
-        let acc = run(3, true);
-        for i in 0..m {
-            for j in 0..n {
-                let tol = 1e-3 * (1.0 + want[i * n + j].abs());
-                assert!((one[i * (n + 1) + j] - 2.0 * want[i * n + j]).abs() < tol, "({i}, {j})");
-                assert!((acc[i * (n + 1) + j] - (0.5 + 2.0 * want[i * n + j])).abs() < tol, "({i}, {j}) accumulated");
+        for backend in [Backend::Blas, Backend::GemmCrate] {
+            let run = |threads: usize, accumulate: bool, within: Threads| {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                let mut c = vec![0.5f32; m * (n + 1)];
+                pool.install(|| matmul_in(MatMut::rows(&mut c, m, n, n + 1), Mat::rows(&dz, k, m, m).t(), Mat::rows(&x, k, n, n), 2.0, accumulate, within, backend)).unwrap();
+                c
+            };
+            let (one, three) = (run(1, false, Threads::All), run(3, false, Threads::All));
+            assert_eq!(one, three, "{backend:?}: the same sums in the same order on 1 and 3 threads");
+            assert_eq!(one, run(3, false, Threads::One), "{backend:?}: the same sums from a single-threaded caller");
+            let acc = run(3, true, Threads::All);
+            for i in 0..m {
+                for j in 0..n {
+                    let tol = 1e-3 * (1.0 + want[i * n + j].abs());
+                    assert!((one[i * (n + 1) + j] - 2.0 * want[i * n + j]).abs() < tol, "{backend:?} ({i}, {j})");
+                    assert!((acc[i * (n + 1) + j] - (0.5 + 2.0 * want[i * n + j])).abs() < tol, "{backend:?} ({i}, {j}) accumulated");
+                }
+                assert_eq!(one[i * (n + 1) + n], 0.5, "padding untouched");
             }
-            assert_eq!(one[i * (n + 1) + n], 0.5, "padding untouched");
         }
     }
 }
