@@ -98,9 +98,9 @@ impl SrHead {
         let f = crate::ops::linear(tokens, &w_hwc, b_hwc.as_ref())?.reshape((n, r, r, nf))?;
         let clue = clues.reshape((n, c, r, r))?.permute((0, 2, 3, 1))?; // [n, r, r, C]
         let flag = has_clue.reshape((n, 1, 1, 1))?.broadcast_as((n, r, r, 1))?;
-        let input = Tensor::cat(&[&f, &clue, &flag], 3)?; // [n, r, r, F + C + 1]
+        let input = crate::ops::concat_last(&f, &clue, &flag)?; // [n, r, r, F + C + 1]
         // global residual: the clue upsampled ×s (nearest), [n, p, p, C]
-        let up = clue.reshape((n, r, 1, r, 1, c))?.broadcast_as((n, r, s, r, s, c))?.reshape((n, p, p, c))?;
+        let up = crate::ops::upsample_nearest_hwc(&clue, s)?;
         let out = match self.dense_layers()? {
             Some(layers) => {
                 let res: Vec<_> = layers[1..layers.len() - 1].chunks(2).map(|pair| (dense_conv(&pair[0]), dense_conv(&pair[1]))).collect();

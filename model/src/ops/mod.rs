@@ -9,6 +9,8 @@
 //! | `layer_norm(x, w, b, eps)` | `layer_norm.rs` | 1 (was normalise, affine mul, affine add) |
 //! | `conv3x3_rows(x, dense, b)` (SR head) | `conv3x3_rows.rs` | 1 (was matmul, bias add; 62 % of its products at 4×4) |
 //! | `sr_convs(u, convs, skip)` (SR head) | `sr_convs.rs` | 1 + the `cat` of its matrices (was 2R + 2 of the above, R ReLUs, R + 1 adds) |
+//! | `concat_last(a, b, c)` (SR head input) | `concat_last.rs` | 1 (was `cat`: a strided copy, and strided gradient adds) |
+//! | `upsample_nearest_hwc(x, s)` (SR head residual, data only) | `upsample_nearest.rs` | none (was broadcast + strided copy) |
 //! | `transformer_block(x, params, ...)` (CPU: a whole ViT block) | `block.rs` | 1 + the `cat` of its parameters (was the nine above, two residual adds and the drop-path products) |
 //! | AdamW update, in place | `adamw.rs` | none (not a graph op; no allocation) |
 //! | global gradient norm | `grad_norm.rs` | none (one pass over all gradients) |
@@ -36,6 +38,7 @@
 pub mod adamw;
 pub mod attention;
 pub mod block;
+pub mod concat_last;
 pub mod conv3x3_rows;
 pub(crate) mod cpu;
 #[cfg(feature = "cuda")]
@@ -47,13 +50,16 @@ pub mod linear;
 pub mod row_broadcast;
 pub mod selftest;
 pub mod sr_convs;
+pub mod upsample_nearest;
 
 pub use attention::attention;
+pub use concat_last::concat_last;
 pub use conv3x3_rows::conv3x3_rows;
 pub use cpu::{blas_name, gemm_gflops, Backend};
 pub use layer_norm::layer_norm;
 pub use sr_convs::{sr_convs, DenseConv, SrConvs};
 pub use linear::{linear, linear_gelu};
+pub use upsample_nearest::upsample_nearest_hwc;
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU8, Ordering};

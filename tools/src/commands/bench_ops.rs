@@ -56,6 +56,9 @@ type OpFn<'a> = Box<dyn Fn(&Tensor) -> candle_core::Result<Tensor> + 'a>;
 pub fn run(a: OpsArgs) -> Result<()> {
     let dev = srmae_train::device::parse_device(&a.device)?;
     let precision = parse_precision(&a.precision).map_err(anyhow::Error::msg)?;
+    // As in training (`bench step`, `srmae pretrain`): freed memory is kept,
+    // so repetitions do not page-fault their buffers back in.
+    srmae_train::alloc::keep_freed_memory();
     // (token width, heads, decoder width, SR-head features) of `bench step`'s models
     let (d, h, dd, dh, feats, n) = match a.model.as_str() {
         "tiny" => (192, 3, 256, 8, 32, 197),
