@@ -18,9 +18,9 @@ pub fn norm_pix(target: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
 /// the mask), so that no forward reads a tensor back.
 /// # Shapes
 /// - `pred`, `target`: `[B, L, P]`; `weights`: `[B, L]` -> scalar
+/// One autograd node on the CPU (`ops::patch_mse`).
 pub fn weighted_patch_mse(pred: &Tensor, target: &Tensor, weights: &Tensor, weight_sum: f64) -> Result<Tensor> {
-    let per_patch = (pred - target)?.sqr()?.mean(D::Minus1)?;
-    (per_patch * weights)?.sum_all()? / weight_sum.max(1e-12)
+    crate::ops::patch_mse(pred, target, weights, None, weight_sum)
 }
 
 /// Weighted per-patch L1 (SimMIM): `sum_l w_l * mean_p |pred - target| / sum_l w_l`.

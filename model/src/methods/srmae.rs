@@ -18,7 +18,7 @@ use srmae_pipeline::transforms::mask_value;
 use crate::layers::linear::Linear;
 use serde::{Deserialize, Serialize};
 
-use crate::methods::loss::{norm_pix, weighted_patch_mse};
+use crate::methods::loss::norm_pix;
 use crate::methods::mae::{MaeConfig, MaeDecoder, MimOutput};
 use crate::layers::sr_head::{HeadConfig, PredHead};
 use crate::layers::clue_upsample::{upsample_map, Upsample};
@@ -221,14 +221,16 @@ impl Srmae {
         let pred = self.head.forward(&dec, &clues, &has_clue)?;
         let weights = ((hidden * self.cfg.w_hidden)? + (has_clue * self.cfg.w_clue)?)?;
         let weight_sum = self.cfg.w_hidden * x.n_hidden as f64 + self.cfg.w_clue * x.n_clue as f64;
-        let (pred_l, target_l) = if self.cfg.mae.norm_pix_loss {
+        // With norm-pix, the prediction is normalised by the target patch's
+        // statistics inside the loss op (`ops::patch_mse`).
+        let (target_l, stats) = if self.cfg.mae.norm_pix_loss {
             let (t, mean, std) = norm_pix(&x.patches)?;
-            (pred.broadcast_sub(&mean)?.broadcast_div(&std)?, t)
+            (t, Some((mean, std)))
         } else {
-            (pred.clone(), x.patches.clone())
+            (x.patches.clone(), None)
         };
         Ok(MimOutput {
-            loss: weighted_patch_mse(&pred_l, &target_l, &weights, weight_sum)?,
+            loss: crate::ops::patch_mse(&pred, &target_l, &weights, stats.as_ref().map(|(m, s)| (m, s)), weight_sum)?,
             pred,
         })
     }

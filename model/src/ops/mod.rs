@@ -12,6 +12,7 @@
 //! | `concat_last(a, b, c)` (SR head input) | `concat_last.rs` | 1 (was `cat`: a strided copy, and strided gradient adds) |
 //! | `upsample_nearest_hwc(x, s)` (SR head residual, data only) | `upsample_nearest.rs` | none (was broadcast + strided copy) |
 //! | `transformer_block(x, params, ...)` (CPU: a whole ViT block) | `block.rs` | 1 + the `cat` of its parameters (was the nine above, two residual adds and the drop-path products) |
+//! | `patch_mse(pred, target, w, stats, W)` (MAE/SRMAE loss, norm-pix optional) | `patch_mse.rs` | 1 (was sub, sqr, mean, mul, sum, div; norm-pix: + broadcast sub, div) |
 //! | AdamW update, in place | `adamw.rs` | none (not a graph op; no allocation) |
 //! | global gradient norm | `grad_norm.rs` | none (one pass over all gradients) |
 //!
@@ -47,6 +48,7 @@ pub mod fused_cpu;
 pub mod grad_norm;
 pub mod layer_norm;
 pub mod linear;
+pub mod patch_mse;
 pub mod row_broadcast;
 pub mod selftest;
 pub mod sr_convs;
@@ -59,6 +61,7 @@ pub use cpu::{blas_name, gemm_gflops, Backend};
 pub use layer_norm::layer_norm;
 pub use sr_convs::{sr_convs, DenseConv, SrConvs};
 pub use linear::{linear, linear_gelu};
+pub use patch_mse::patch_mse;
 pub use upsample_nearest::upsample_nearest_hwc;
 
 use std::cell::Cell;
