@@ -28,7 +28,9 @@ use std::sync::OnceLock;
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::cpu::{matmul, tensor, CpuF32, Mat, MatMut, Threads, zeros};
+use std::mem::MaybeUninit;
+
+use super::cpu::{assume_written, matmul, tensor, written, CpuF32, Mat, MatMut, Threads};
 use crate::ops::fused_cpu::{exp_shifted_in_place, slice};
 
 struct AttentionOp {
@@ -41,7 +43,7 @@ struct AttentionOp {
 }
 
 /// Sizes of one call: batch, tokens, model dim, head dim.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct Dims {
     b: usize,
     n: usize,
@@ -66,23 +68,28 @@ fn softmax_rows_in_place(p: &mut [f32], n: usize) {
     }
 }
 
-/// One sample: `x` `[N, 3D]`, `out` `[N, D]`, `probs` `[heads, N, N]`.
-fn forward_sample(s: Dims, x: &[f32], out: &mut [f32], probs: &mut [f32], threads: Threads) -> Result<()> {
+/// One sample: `x` `[N, 3D]`, `out` `[N, D]`, `probs` `[heads, N, N]`,
+/// both outputs written in full (each head its `N × N` probabilities and
+/// its `hd` columns of `out`; heads · hd = D) and neither read first.
+fn forward_sample(s: Dims, x: &[f32], out: &mut [MaybeUninit<f32>], probs: &mut [MaybeUninit<f32>], threads: Threads) -> Result<()> {
     let (n, d, hd) = (s.n, s.d, s.hd);
     for h in 0..s.heads {
         let p = &mut probs[h * n * n..(h + 1) * n * n];
         let q = Mat::rows(&x[h * hd..], n, hd, 3 * d);
         let k = Mat::rows(&x[d + h * hd..], n, hd, 3 * d);
         let v = Mat::rows(&x[2 * d + h * hd..], n, hd, 3 * d);
-        matmul(MatMut::rows(p, n, n, n), q, k.t(), s.scale(), false, threads)?;
+        matmul(MatMut::uninit(p, n, n, n), q, k.t(), s.scale(), false, threads)?;
+        // SAFETY: the overwriting product above wrote all n·n elements of `p`.
+        let p = unsafe { assume_written(p) };
         softmax_rows_in_place(p, n);
-        matmul(MatMut::rows(&mut out[h * hd..], n, hd, d), Mat::rows(p, n, n, n), v, 1.0, false, threads)?;
+        matmul(MatMut::uninit(&mut out[h * hd..], n, hd, d), Mat::rows(p, n, n, n), v, 1.0, false, threads)?;
     }
     Ok(())
 }
 
-/// One sample's backward: `dx` `[N, 3D]` from `g` `[N, D]`.
-fn backward_sample(s: Dims, x: &[f32], g: &[f32], probs: &[f32], dx: &mut [f32], threads: Threads) -> Result<()> {
+/// One sample's backward: `dx` `[N, 3D]` from `g` `[N, D]`, written in full
+/// (each head its `hd` columns of dq, dk and dv) and not read first.
+fn backward_sample(s: Dims, x: &[f32], g: &[f32], probs: &[f32], dx: &mut [MaybeUninit<f32>], threads: Threads) -> Result<()> {
     let (n, d, hd) = (s.n, s.d, s.hd);
     let mut dp = vec![0f32; n * n];
     for h in 0..s.heads {
@@ -91,15 +98,15 @@ fn backward_sample(s: Dims, x: &[f32], g: &[f32], probs: &[f32], dx: &mut [f32],
         let k = Mat::rows(&x[d + h * hd..], n, hd, 3 * d);
         let v = Mat::rows(&x[2 * d + h * hd..], n, hd, 3 * d);
         let go = Mat::rows(&g[h * hd..], n, hd, d);
-        matmul(MatMut::rows(&mut dx[2 * d + h * hd..], n, hd, 3 * d), p.t(), go, 1.0, false, threads)?;
+        matmul(MatMut::uninit(&mut dx[2 * d + h * hd..], n, hd, 3 * d), p.t(), go, 1.0, false, threads)?;
         matmul(MatMut::rows(&mut dp, n, n, n), go, v.t(), 1.0, false, threads)?;
         for (ds, pr) in dp.chunks_exact_mut(n).zip(p.data.chunks_exact(n)) {
             let dot: f32 = ds.iter().zip(pr).map(|(a, b)| a * b).sum();
             ds.iter_mut().zip(pr).for_each(|(ds, &pr)| *ds = pr * (*ds - dot));
         }
         let ds = Mat::rows(&dp, n, n, n);
-        matmul(MatMut::rows(&mut dx[h * hd..], n, hd, 3 * d), ds, k, s.scale(), false, threads)?;
-        matmul(MatMut::rows(&mut dx[d + h * hd..], n, hd, 3 * d), ds.t(), q, s.scale(), false, threads)?;
+        matmul(MatMut::uninit(&mut dx[h * hd..], n, hd, 3 * d), ds, k, s.scale(), false, threads)?;
+        matmul(MatMut::uninit(&mut dx[d + h * hd..], n, hd, 3 * d), ds.t(), q, s.scale(), false, threads)?;
     }
     Ok(())
 }
@@ -131,38 +138,60 @@ impl AttentionOp {
 /// probabilities `[B, heads, N, N]`).
 pub(crate) fn forward_cpu(x: &[f32], s: Dims) -> Result<(Vec<f32>, Vec<f32>)> {
     let (n, d) = (s.n, s.d);
-    let mut out = zeros(s.b * n * d);
-    let mut probs = zeros(s.b * s.heads * n * n);
-    if n > 0 && s.b > 0 {
-        let chunks = out.chunks_mut(n * d).zip(probs.chunks_mut(s.heads * n * n)).zip(x.chunks(3 * n * d));
-        if per_sample(s.b) {
-            let chunks: Vec<_> = chunks.collect();
-            chunks.into_par_iter().try_for_each(|((o, p), x)| forward_sample(s, x, o, p, Threads::One))?;
-        } else {
-            for ((o, p), x) in chunks {
-                forward_sample(s, x, o, p, Threads::All)?;
-            }
-        }
+    if x.len() != s.b * n * 3 * d {
+        candle_core::bail!("attention: qkv holds {} floats, not [{}, {n}, {}]", x.len(), s.b, 3 * d);
     }
+    let mut probs = Vec::new();
+    // SAFETY: the closure returns `Ok` only after `forward_sample` ran on
+    // every sample's chunk of `out` (n·d floats each, b of them) and of
+    // `probs` (heads·n·n), and `forward_sample` writes its chunks in full;
+    // with n = 0 or b = 0 both buffers are empty.
+    let out = unsafe {
+        written(s.b * n * d, |out| {
+            probs = written(s.b * s.heads * n * n, |pr| {
+                if n > 0 && s.b > 0 {
+                    let chunks = out.chunks_mut(n * d).zip(pr.chunks_mut(s.heads * n * n)).zip(x.chunks(3 * n * d));
+                    if per_sample(s.b) {
+                        let chunks: Vec<_> = chunks.collect();
+                        chunks.into_par_iter().try_for_each(|((o, p), x)| forward_sample(s, x, o, p, Threads::One))?;
+                    } else {
+                        for ((o, p), x) in chunks {
+                            forward_sample(s, x, o, p, Threads::All)?;
+                        }
+                    }
+                }
+                Ok(())
+            })?;
+            Ok(())
+        })?
+    };
     Ok((out, probs))
 }
 
 /// The attention backward on the CPU: `dqkv` `[B, N, 3D]` from `g` `[B, N, D]`.
 pub(crate) fn backward_cpu(x: &[f32], g: &[f32], probs: &[f32], s: Dims) -> Result<Vec<f32>> {
     let (n, d) = (s.n, s.d);
-    let mut dx = zeros(s.b * n * 3 * d);
-    if n > 0 && s.b > 0 {
-        let chunks = dx.chunks_mut(3 * n * d).zip(x.chunks(3 * n * d)).zip(g.chunks(n * d)).zip(probs.chunks(s.heads * n * n));
-        if per_sample(s.b) {
-            let chunks: Vec<_> = chunks.collect();
-            chunks.into_par_iter().try_for_each(|(((dx, x), g), p)| backward_sample(s, x, g, p, dx, Threads::One))?;
-        } else {
-            for (((dx, x), g), p) in chunks {
-                backward_sample(s, x, g, p, dx, Threads::All)?;
-            }
-        }
+    if x.len() != s.b * n * 3 * d || g.len() != s.b * n * d || probs.len() != s.b * s.heads * n * n {
+        candle_core::bail!("attention: backward from qkv {}, gradient {} and probabilities {} floats for {s:?}", x.len(), g.len(), probs.len());
     }
-    Ok(dx)
+    // SAFETY: `Ok` only after `backward_sample` wrote every sample's chunk
+    // of `dx` (3·n·d floats, b of them) in full; empty when n or b is 0.
+    unsafe {
+        written(s.b * n * 3 * d, |dx| {
+            if n > 0 && s.b > 0 {
+                let chunks = dx.chunks_mut(3 * n * d).zip(x.chunks(3 * n * d)).zip(g.chunks(n * d)).zip(probs.chunks(s.heads * n * n));
+                if per_sample(s.b) {
+                    let chunks: Vec<_> = chunks.collect();
+                    chunks.into_par_iter().try_for_each(|(((dx, x), g), p)| backward_sample(s, x, g, p, dx, Threads::One))?;
+                } else {
+                    for (((dx, x), g), p) in chunks {
+                        backward_sample(s, x, g, p, dx, Threads::All)?;
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
 }
 
 impl CustomOp1 for AttentionOp {

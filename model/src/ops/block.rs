@@ -194,7 +194,8 @@ impl CustomOp2 for BlockOp {
 
         // y = x₁ + k₂ ⊙ m, m = u W₂ᵀ + b₂, u = gelu(z), z = h₂ W₁ᵀ + b₁
         let (du, dw2, db2) = linear::backward_cpu(&scaled(g, k_mlp, n * d), &sv.u, w(FC2), hidden, d, true)?;
-        let dz = linear::gelu_backward_cpu(&du.ok_or_else(missing)?, &sv.z);
+        let mut dz = du.ok_or_else(missing)?;
+        linear::gelu_backward_in_place(&mut dz, &sv.z);
         let (dh2, dw1, db1) = linear::backward_cpu(&dz, &sv.h2, w(FC1), d, hidden, true)?;
         drop(dz);
         // dx₁ = g + LN₂ᵀ(dh₂)

@@ -2,6 +2,8 @@
 //! a bounds-checked strided matrix product (the `gemm` crate, which candle's
 //! CPU matmul also uses), and the thread setting candle uses.
 
+use std::mem::MaybeUninit;
+
 use candle_core::{bail, Device, Result, Shape, Storage, StorageRef, Tensor};
 
 /// A contiguous F32 tensor on the CPU, its storage read-locked while the
@@ -44,7 +46,6 @@ const FILL_CHUNK: usize = 1 << 15;
 /// place that fills a large output buffer, in parallel chunks when large.
 fn filled(len: usize, row: &[f32]) -> Vec<f32> {
     use rayon::prelude::*;
-    use std::mem::MaybeUninit;
     let period = row.len();
     debug_assert!(period > 0 && len % period == 0);
     // libc's memset and memcpy (AVX-512 stores here), not a loop of
@@ -125,9 +126,12 @@ impl<'a> Mat<'a> {
     }
 }
 
-/// The mutable counterpart of `Mat`.
+/// The mutable counterpart of `Mat`: an initialised slice (`rows`), or
+/// memory a product is to overwrite without reading it (`uninit`).
 pub(crate) struct MatMut<'a> {
-    pub data: &'a mut [f32],
+    data: &'a mut [MaybeUninit<f32>],
+    /// False for `uninit`: only products that overwrite (no `accumulate`) take it.
+    initialized: bool,
     pub rows: usize,
     pub cols: usize,
     pub rs: usize,
@@ -135,8 +139,53 @@ pub(crate) struct MatMut<'a> {
 
 impl<'a> MatMut<'a> {
     pub(crate) fn rows(data: &'a mut [f32], rows: usize, cols: usize, rs: usize) -> MatMut<'a> {
-        MatMut { data, rows, cols, rs }
+        // SAFETY: `MaybeUninit<f32>` has the layout of `f32`. Everything that
+        // writes through a `MatMut` (the products, the zero fill for an empty
+        // depth, the depth split's sums) writes initialised `f32` values, so
+        // the caller's slice stays initialised.
+        let data = unsafe { &mut *(data as *mut [f32] as *mut [MaybeUninit<f32>]) };
+        MatMut { data, initialized: true, rows, cols, rs }
     }
+
+    /// A view of memory that need not be initialised; a product into it
+    /// (`accumulate` false, which is checked) writes every element `(i, j)`,
+    /// `i < rows`, `j < cols`, and reads none.
+    pub(crate) fn uninit(data: &'a mut [MaybeUninit<f32>], rows: usize, cols: usize, rs: usize) -> MatMut<'a> {
+        MatMut { data, initialized: false, rows, cols, rs }
+    }
+}
+
+/// A `len`-float buffer filled by `write` without zero-filling it first
+/// (outputs that products or kernels overwrite: zero-filling them was most of
+/// the parallel fills, 7 % of a fine-tuning step, docs/MODEL.md). Nothing is
+/// exposed when `write` fails.
+///
+/// # Safety
+/// When `write` returns `Ok`, it must have written every one of the `len`
+/// elements of the slice it was given.
+pub(crate) unsafe fn written(len: usize, write: impl FnOnce(&mut [MaybeUninit<f32>]) -> Result<()>) -> Result<Vec<f32>> {
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    let spare = &mut out.spare_capacity_mut()[..len];
+    if cfg!(debug_assertions) {
+        // Test builds: an element `write` skips reads as NaN, which every
+        // comparison with a composed path or a naive loop then reports.
+        spare.fill(MaybeUninit::new(f32::NAN));
+    }
+    write(spare)?;
+    // SAFETY: the caller guarantees that `write` initialised all `len`
+    // elements of the spare capacity, which is at least `len` long.
+    unsafe { out.set_len(len) };
+    Ok(out)
+}
+
+/// The initialised view of a slice that has been written in full.
+///
+/// # Safety
+/// Every element of `data` must have been written.
+pub(crate) unsafe fn assume_written(data: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and the caller
+    // guarantees that every element is initialised.
+    unsafe { &mut *(data as *mut [MaybeUninit<f32>] as *mut [f32]) }
 }
 
 fn fits(len: usize, rows: usize, cols: usize, rs: usize, cs: usize) -> bool {
@@ -186,13 +235,16 @@ fn matmul_checked(dst: MatMut, lhs: Mat, rhs: Mat, scale: f32, accumulate: bool,
     if !fits(dst.data.len(), m, n, dst.rs, 1) || !fits(lhs.data.len(), m, k, lhs.rs, lhs.cs) || !fits(rhs.data.len(), k, n, rhs.rs, rhs.cs) {
         bail!("matmul: a strided view reaches past its slice");
     }
+    if accumulate && !dst.initialized {
+        bail!("matmul: accumulating into an uninitialised output");
+    }
     if m == 0 || n == 0 {
         return Ok(());
     }
     if k == 0 {
         if !accumulate {
             for i in 0..m {
-                dst.data[i * dst.rs..i * dst.rs + n].fill(0.0);
+                dst.data[i * dst.rs..i * dst.rs + n].fill(MaybeUninit::new(0.0));
             }
         }
         return Ok(());
@@ -223,7 +275,7 @@ fn matmul_checked(dst: MatMut, lhs: Mat, rhs: Mat, scale: f32, accumulate: bool,
             m,
             n,
             k,
-            dst.data.as_mut_ptr(),
+            dst.data.as_mut_ptr().cast::<f32>(),
             1,
             dst.rs as isize,
             accumulate,
@@ -281,25 +333,28 @@ fn matmul_depth_split(dst: MatMut, lhs: Mat, rhs: Mat, scale: f32, accumulate: b
     let bounds = |s: usize| (s * k / slices, (s + 1) * k / slices);
     let partial = |s: usize| {
         let (k0, k1) = bounds(s);
-        let mut part = zeros(m * n);
         let lhs_s = Mat { data: &lhs.data[k0 * lhs.cs..], rows: m, cols: k1 - k0, rs: lhs.rs, cs: lhs.cs };
         let rhs_s = Mat { data: &rhs.data[k0 * rhs.rs..], rows: k1 - k0, cols: n, rs: rhs.rs, cs: rhs.cs };
-        matmul_checked(MatMut::rows(&mut part, m, n, n), lhs_s, rhs_s, scale, false, Threads::One, backend, false)?;
-        Ok(part)
+        // SAFETY: an overwriting product into the whole `[m, n]` buffer
+        // (row stride n) writes all m·n elements.
+        unsafe { written(m * n, |part| matmul_checked(MatMut::uninit(part, m, n, n), lhs_s, rhs_s, scale, false, Threads::One, backend, false)) }
     };
     let partials: Vec<Vec<f32>> = match threads {
         Threads::All => (0..slices).into_par_iter().map(partial).collect::<Result<_>>()?,
         Threads::One => (0..slices).map(partial).collect::<Result<_>>()?,
     };
-    let add_row = |(i, row): (usize, &mut [f32])| {
+    let add_row = |(i, row): (usize, &mut [MaybeUninit<f32>])| {
         let row = &mut row[..n];
-        for (s, part) in partials.iter().enumerate() {
-            let p = &part[i * n..(i + 1) * n];
-            if s == 0 && !accumulate {
-                row.copy_from_slice(p);
-            } else {
-                row.iter_mut().zip(p).for_each(|(d, p)| *d += p);
-            }
+        if !accumulate {
+            row.iter_mut().zip(&partials[0][i * n..(i + 1) * n]).for_each(|(d, &p)| {
+                d.write(p);
+            });
+        }
+        // SAFETY: the row is initialised: by the caller when accumulating
+        // (an uninitialised view is refused above), else by slice 0 just now.
+        let row = unsafe { assume_written(row) };
+        for part in &partials[usize::from(!accumulate)..] {
+            row.iter_mut().zip(&part[i * n..(i + 1) * n]).for_each(|(d, p)| *d += p);
         }
     };
     match threads {
@@ -450,7 +505,7 @@ mod blas {
         let len = if by_rows { m } else { n };
         let parts = if threads == Threads::All { blocks(len) } else { 1 };
         let step = len.div_ceil(parts);
-        let shared = Shared(a, b, dst.data.as_mut_ptr());
+        let shared = Shared(a, b, dst.data.as_mut_ptr().cast::<f32>());
         let ldc = dst.rs;
         let run = |p: usize| {
             let (a, b, c) = shared.parts();
@@ -555,6 +610,24 @@ mod tests {
         // A view past its slice is refused, not read.
         let mut small = vec![0f32; 4];
         assert!(matmul_in(MatMut::rows(&mut small, m, n, n), Mat::rows(&a, m, k, k), Mat::rows(&b, k, n, n), 1.0, false, Threads::One, backend).is_err());
+    }
+
+    #[test]
+    fn overwriting_products_fill_uninitialised_buffers_and_accumulating_ones_are_refused() {
+        let (m, k, n) = (7, 5, 9);
+        let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.3).sin()).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.7).cos()).collect();
+        let want = naive(&a, &b, m, k, n);
+        for backend in [Backend::Blas, Backend::GemmCrate] {
+            // SAFETY: an overwriting product into the whole [m, n] buffer writes all of it
+            // (and in this test build an element it skipped would read as NaN below).
+            let c = unsafe { written(m * n, |c| matmul_in(MatMut::uninit(c, m, n, n), Mat::rows(&a, m, k, k), Mat::rows(&b, k, n, n), 1.0, false, Threads::All, backend)) }.unwrap();
+            for (x, y) in c.iter().zip(&want) {
+                assert!((x - y).abs() < 1e-5, "{backend:?}: {x} vs {y}");
+            }
+            let mut buf = vec![MaybeUninit::new(0f32); m * n];
+            assert!(matmul_in(MatMut::uninit(&mut buf, m, n, n), Mat::rows(&a, m, k, k), Mat::rows(&b, k, n, n), 1.0, true, Threads::All, backend).is_err());
+        }
     }
 
     #[test]

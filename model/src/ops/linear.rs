@@ -23,7 +23,7 @@ use std::sync::OnceLock;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::cpu::{matmul, repeat_rows, tensor, CpuF32, Mat, MatMut, Threads, zeros};
+use super::cpu::{matmul, repeat_rows, tensor, written, CpuF32, Mat, MatMut, Threads, zeros};
 use crate::ops::fused_cpu::{gelu_grad_into, gelu_into, slice};
 
 /// `[R, in] -> [R, out]` with bias (and GELU).
@@ -164,20 +164,35 @@ pub(crate) fn gelu_backward_cpu(g: &[f32], z: &[f32]) -> Vec<f32> {
     d
 }
 
+/// `g ← g ⊙ gelu'(z)` elementwise, in place (a gradient buffer the caller
+/// owns), in parallel; the same values as `gelu_backward_cpu`.
+pub(crate) fn gelu_backward_in_place(g: &mut [f32], z: &[f32]) {
+    const PIECE: usize = 1024;
+    g.par_chunks_mut(CHUNK).zip(z.par_chunks(CHUNK)).for_each(|(g, z)| {
+        // The incoming values of each piece, copied to the stack (L1) so that
+        // the kernel reads them while it overwrites `g`.
+        let mut incoming = [0f32; PIECE];
+        for (g, z) in g.chunks_mut(PIECE).zip(z.chunks(PIECE)) {
+            let incoming = &mut incoming[..g.len()];
+            incoming.copy_from_slice(g);
+            gelu_grad_into(g, incoming, z);
+        }
+    });
+}
+
 /// The linear backward on the CPU from `dz` `[R, out]`: `dx = dz W` (when
 /// `want_dx`), `dW = dzᵀ x`, `db = Σ_rows dz`.
 pub(crate) fn backward_cpu(dz: &[f32], x: &[f32], w: &[f32], in_dim: usize, out_dim: usize, want_dx: bool) -> Result<(Option<Vec<f32>>, Vec<f32>, Vec<f32>)> {
     let rows = dz.len() / out_dim.max(1);
     let dz_mat = Mat::rows(dz, rows, out_dim, out_dim);
+    // SAFETY (both): an overwriting product into the whole buffer (row
+    // stride = its width) writes every element.
     let dx = if want_dx {
-        let mut dx = zeros(rows * in_dim);
-        matmul(MatMut::rows(&mut dx, rows, in_dim, in_dim), dz_mat, Mat::rows(w, out_dim, in_dim, in_dim), 1.0, false, Threads::All)?;
-        Some(dx)
+        Some(unsafe { written(rows * in_dim, |dx| matmul(MatMut::uninit(dx, rows, in_dim, in_dim), dz_mat, Mat::rows(w, out_dim, in_dim, in_dim), 1.0, false, Threads::All)) }?)
     } else {
         None
     };
-    let mut dw = zeros(out_dim * in_dim);
-    matmul(MatMut::rows(&mut dw, out_dim, in_dim, in_dim), dz_mat.t(), Mat::rows(x, rows, in_dim, in_dim), 1.0, false, Threads::All)?;
+    let dw = unsafe { written(out_dim * in_dim, |dw| matmul(MatMut::uninit(dw, out_dim, in_dim, in_dim), dz_mat.t(), Mat::rows(x, rows, in_dim, in_dim), 1.0, false, Threads::All)) }?;
     let db = crate::ops::row_broadcast::column_sums(dz, None, out_dim);
     Ok((dx, dw, db))
 }
