@@ -15,10 +15,10 @@ pub fn norm_pix(target: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
 /// Weighted per-patch MSE: `sum_l w_l * mean_p (pred - target)^2 / sum_l w_l`.
 /// With `w` = MAE's mask (1 hidden, 0 visible) this is MAE's loss.
 /// `weight_sum` is `sum_l w_l`, known on the host (the device stage counts
-/// the mask), so that no forward reads a tensor back.
+/// the mask), so that no forward reads a tensor back. One autograd node on
+/// the CPU (`ops::patch_mse`).
 /// # Shapes
 /// - `pred`, `target`: `[B, L, P]`; `weights`: `[B, L]` -> scalar
-/// One autograd node on the CPU (`ops::patch_mse`).
 pub fn weighted_patch_mse(pred: &Tensor, target: &Tensor, weights: &Tensor, weight_sum: f64) -> Result<Tensor> {
     crate::ops::patch_mse(pred, target, weights, None, weight_sum)
 }

@@ -210,10 +210,8 @@ impl CustomOp2 for BlockOp {
         let want_dx = x.track_op();
         let (dn1w, dn1b) = layer_norm::backward_cpu(xs, w(NORM1), &dh1.ok_or_else(missing)?, &sv.stats1, want_dx.then_some(&mut dx[..]), true);
 
-        let mut dp = zeros(p.len());
-        for (range, part) in r.iter().zip([dn1w, dn1b, dwqkv, dbqkv, dwp, dbp, dn2w, dn2b, dw1, db1, dw2, db2]) {
-            dp[range.clone()].copy_from_slice(&part);
-        }
+        // The parts in `param_ranges` order, which is consecutive and covers `p`.
+        let dp = [dn1w, dn1b, dwqkv, dbqkv, dwp, dbp, dn2w, dn2b, dw1, db1, dw2, db2].concat();
         let dx = if want_dx { Some(tensor(dx, x.shape())?) } else { None };
         Ok((dx, Some(tensor(dp, flat.shape())?)))
     }

@@ -1,6 +1,8 @@
 //! What the CPU kernels share: a contiguous F32 view of a tensor's storage,
-//! a bounds-checked strided matrix product (the `gemm` crate, which candle's
-//! CPU matmul also uses), and the thread setting candle uses.
+//! a bounds-checked strided matrix product (oneMKL or OpenBLAS, else the
+//! `gemm` crate that candle's CPU matmul also uses) that may write into
+//! uninitialised memory, the output buffers' parallel fills, and the thread
+//! setting candle uses.
 
 use std::mem::MaybeUninit;
 
@@ -51,8 +53,9 @@ fn filled(len: usize, row: &[f32]) -> Vec<f32> {
     // libc's memset and memcpy (AVX-512 stores here), not a loop of
     // element writes, which the baseline x86-64 build turns into 16-byte
     // stores at a fraction of their speed.
+    let zero = row.iter().all(|v| v.to_bits() == 0);
     let fill = |c: &mut [MaybeUninit<f32>]| {
-        if row.iter().all(|v| v.to_bits() == 0) {
+        if zero {
             // SAFETY: `c` is a unique borrow of `c.len()` elements; all-zero
             // bytes are the f32 0.0, so this writes `row`'s value to each.
             unsafe { std::ptr::write_bytes(c.as_mut_ptr(), 0, c.len()) };
@@ -204,8 +207,9 @@ pub(crate) enum Threads {
 ///
 /// With the `mkl` feature (the `srmae` binary's default) or `openblas` the
 /// product runs in that library's CBLAS `sgemm` (one thread per call), split
-/// into a fixed number of row or column blocks that rayon runs in parallel;
-/// without either,
+/// into a fixed number of row or column blocks that rayon runs in parallel
+/// (long-depth products with small outputs: into depth slices instead,
+/// `depth_slices`); without either,
 /// or for views CBLAS cannot take, in the `gemm` crate (candle's CPU GEMM)
 /// on rayon's threads. Measured side by side in docs/MODEL.md (`srmae bench
 /// ops --only gemm`, `srmae bench step`).
