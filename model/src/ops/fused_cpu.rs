@@ -85,19 +85,28 @@ fn erf_f32(x: f32) -> f32 {
 /// 2^n built in the exponent bits; `n` rounds by the 1.5·2^23 trick, which
 /// needs SSE2 only. Largest relative error 2.4e-7 on [-87, 88] (tested);
 /// below -87.3 it returns ~1e-38 rather than 0.
+///
+/// 2^n comes from the bits of the rounding sum `t = x log2e + 1.5·2^23`,
+/// whose low mantissa bits hold `0x40_0000 + n`, by integer adds and a
+/// shift, which vectorise; a float-to-int `as` cast would not (it saturates
+/// and maps NaN to 0, so rustc compiles it one lane at a time: that cast
+/// was most of this function's and the GELU gradient's time).
 #[inline(always)]
 pub(crate) fn exp_f32(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
     const ROUND: f32 = 12_582_912.0; // 1.5 * 2^23
+    /// The bits of `ROUND`, less the exponent bias: `t.bits - this = n + 127`.
+    const ROUND_BITS_LESS_BIAS: u32 = 0x4B40_0000 - 127;
     let x = x.clamp(-87.3, 88.7);
-    let n = (x * LOG2E + ROUND) - ROUND;
+    let t = x * LOG2E + ROUND;
+    let n = t - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
     #[allow(clippy::excessive_precision)]
     let p = ((((1.987_569_15e-4 * r + 1.398_199_95e-3) * r + 8.333_451_9e-3) * r + 4.166_579_59e-2) * r + 1.666_666_55e-1) * r + 5.000_000_12e-1;
     let e = p * r * r + r + 1.0;
-    e * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    e * f32::from_bits(t.to_bits().wrapping_sub(ROUND_BITS_LESS_BIAS) << 23)
 }
 
 #[inline(always)]
