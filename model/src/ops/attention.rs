@@ -31,7 +31,7 @@ use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
 use super::cpu::{assume_written, matmul, tensor, written, CpuF32, Mat, MatMut, Threads};
-use crate::ops::fused_cpu::{exp_shifted_in_place, slice};
+use crate::ops::fused_cpu::{slice, softmax_grad_row_in_place, softmax_row_in_place};
 
 struct AttentionOp {
     heads: usize,
@@ -59,13 +59,7 @@ impl Dims {
 }
 
 fn softmax_rows_in_place(p: &mut [f32], n: usize) {
-    for row in p.chunks_exact_mut(n) {
-        let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        // Exponentials first (a loop that vectorises), then the sum.
-        exp_shifted_in_place(row, m);
-        let inv = 1.0 / row.iter().sum::<f32>();
-        row.iter_mut().for_each(|v| *v *= inv);
-    }
+    p.chunks_exact_mut(n).for_each(softmax_row_in_place);
 }
 
 /// One sample: `x` `[N, 3D]`, `out` `[N, D]`, `probs` `[heads, N, N]`,
@@ -101,8 +95,7 @@ fn backward_sample(s: Dims, x: &[f32], g: &[f32], probs: &[f32], dx: &mut [Maybe
         matmul(MatMut::uninit(&mut dx[2 * d + h * hd..], n, hd, 3 * d), p.t(), go, 1.0, false, threads)?;
         matmul(MatMut::rows(&mut dp, n, n, n), go, v.t(), 1.0, false, threads)?;
         for (ds, pr) in dp.chunks_exact_mut(n).zip(p.data.chunks_exact(n)) {
-            let dot: f32 = ds.iter().zip(pr).map(|(a, b)| a * b).sum();
-            ds.iter_mut().zip(pr).for_each(|(ds, &pr)| *ds = pr * (*ds - dot));
+            softmax_grad_row_in_place(ds, pr);
         }
         let ds = Mat::rows(&dp, n, n, n);
         matmul(MatMut::uninit(&mut dx[h * hd..], n, hd, 3 * d), ds, k, s.scale(), false, threads)?;

@@ -119,22 +119,26 @@ pub(crate) fn gelu_grad(x: f32) -> f32 {
     0.5 * (1.0 + erf_f32(x * FRAC_1_SQRT_2)) + x * INV_SQRT_2PI * exp_f32(-0.5 * x * x)
 }
 
-/// Defines `$name(args)`, which runs `$body` compiled for AVX2 when the CPU
-/// has it (the build targets baseline x86-64, i.e. SSE2: 4 floats per
-/// instruction instead of 8), else for the baseline. No FMA is enabled and
-/// Rust never contracts `a * b + c` on its own, so both versions compute
-/// bit-identical results (tested). An AVX-512 version was measured too: on
-/// the AVX-512 machine it took the softmax exponentials and the GELUs from
-/// 12.8 % of a ViT-Ti block's forward + backward to 11.2 %, too little to keep.
+/// Defines `$name(args) [-> ret]`, which runs `$body` compiled for AVX2 when
+/// the CPU has it (the build targets baseline x86-64, i.e. SSE2: 4 floats
+/// per instruction instead of 8), else for the baseline. No FMA is enabled
+/// and Rust never contracts `a * b + c` or reorders a sum on its own, so both
+/// versions compute bit-identical results (tested). An AVX-512 version was
+/// measured too: on the AVX-512 machine it took the softmax exponentials and
+/// the GELUs from 12.8 % of a ViT-Ti block's forward + backward to 11.2 %,
+/// too little to keep.
 macro_rules! with_avx2 {
     ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) $body:block) => {
+        with_avx2! { $(#[$doc])* fn $name($($arg: $ty),*) -> () $body }
+    };
+    ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty $body:block) => {
         $(#[$doc])*
-        pub(crate) fn $name($($arg: $ty),*) {
+        pub(crate) fn $name($($arg: $ty),*) -> $ret {
             #[inline(always)]
-            fn portable($($arg: $ty),*) $body
+            fn portable($($arg: $ty),*) -> $ret $body
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx2")]
-            unsafe fn avx2($($arg: $ty),*) {
+            unsafe fn avx2($($arg: $ty),*) -> $ret {
                 portable($($arg),*)
             }
             #[cfg(target_arch = "x86_64")]
@@ -146,6 +150,82 @@ macro_rules! with_avx2 {
             portable($($arg),*)
         }
     };
+}
+
+// ------------------------------------------------------- row reductions
+
+/// Accumulators of the row reductions: lane `i` sums elements `i, i + 16,
+/// i + 32, …` in order, then the lanes and the tail are added in a fixed
+/// order. A plain `iter().sum()` is one sequential chain, which the compiler
+/// may not reorder and so runs one element at a time; sixteen independent
+/// chains become two AVX2 (four SSE2) vector adds per step, with the same
+/// bits on every instruction set and thread count.
+const LANES: usize = 16;
+
+/// The lanes and then the tail, added in order.
+#[inline(always)]
+fn total(lanes: [f32; LANES], tail: f32) -> f32 {
+    lanes.iter().fold(0.0, |s, &l| s + l) + tail
+}
+
+/// `Σ x` in lanes.
+#[inline(always)]
+fn sum_lanes(x: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let mut chunks = x.chunks_exact(LANES);
+    for c in &mut chunks {
+        for i in 0..LANES {
+            acc[i] += c[i];
+        }
+    }
+    total(acc, chunks.remainder().iter().fold(0.0, |s, &v| s + v))
+}
+
+/// `Σ a ⊙ b` in lanes (over the shorter length).
+#[inline(always)]
+fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0f32; LANES];
+    let full = n - n % LANES;
+    for (ca, cb) in a[..full].chunks_exact(LANES).zip(b[..full].chunks_exact(LANES)) {
+        for i in 0..LANES {
+            acc[i] += ca[i] * cb[i];
+        }
+    }
+    total(acc, a[full..].iter().zip(&b[full..]).fold(0.0, |s, (&x, &y)| s + x * y))
+}
+
+/// `max x` in lanes (NaNs ignored, as `f32::max`; -inf for an empty row).
+#[inline(always)]
+fn max_lanes(x: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let mut chunks = x.chunks_exact(LANES);
+    for c in &mut chunks {
+        for i in 0..LANES {
+            acc[i] = acc[i].max(c[i]);
+        }
+    }
+    let tail = chunks.remainder().iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    acc.iter().copied().fold(tail, f32::max)
+}
+
+with_avx2! {
+    /// `row ← softmax(row)` (max-shifted), in place.
+    fn softmax_row_in_place(row: &mut [f32]) {
+        let m = max_lanes(row);
+        row.iter_mut().for_each(|v| *v = exp_f32(*v - m));
+        let inv = 1.0 / sum_lanes(row);
+        row.iter_mut().for_each(|v| *v *= inv);
+    }
+}
+
+with_avx2! {
+    /// Softmax's backward for one row, in place: `g ← y ⊙ (g − Σ g ⊙ y)`.
+    fn softmax_grad_row_in_place(g: &mut [f32], y: &[f32]) {
+        let dot = dot_lanes(g, y);
+        g.iter_mut().zip(y).for_each(|(g, &y)| *g = y * (*g - dot));
+    }
 }
 
 with_avx2! {
@@ -168,12 +248,6 @@ with_avx2! {
     }
 }
 
-with_avx2! {
-    /// `v = exp(v - m)` elementwise (a softmax row after its maximum).
-    fn exp_shifted_in_place(row: &mut [f32], m: f32) {
-        row.iter_mut().for_each(|v| *v = exp_f32(*v - m));
-    }
-}
 
 struct GeluErf;
 struct GeluErfGrad;
@@ -228,13 +302,8 @@ impl CustomOp1 for Softmax {
         let x = slice(s, l, self.name())?;
         let n = l.dims()[l.dims().len() - 1];
         let out = rows2(x, x, n, |x, _, o| {
-            let m = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0f32;
-            for (o, &v) in o.iter_mut().zip(x) {
-                *o = exp_f32(v - m);
-                sum += *o;
-            }
-            o.iter_mut().for_each(|o| *o /= sum);
+            o.copy_from_slice(x);
+            softmax_row_in_place(o);
         });
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }
@@ -252,8 +321,8 @@ impl CustomOp2 for SoftmaxGrad {
         let (y, g) = (slice(s1, l1, self.name())?, slice(s2, l2, self.name())?);
         let n = l1.dims()[l1.dims().len() - 1];
         let out = rows2(y, g, n, |y, g, o| {
-            let dot: f32 = y.iter().zip(g).map(|(a, b)| a * b).sum();
-            o.iter_mut().zip(y.iter().zip(g)).for_each(|(o, (&y, &g))| *o = y * (g - dot));
+            o.copy_from_slice(g);
+            softmax_grad_row_in_place(o, y);
         });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
@@ -276,12 +345,82 @@ pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
 struct Normalise(f32);
 struct NormaliseGrad(f32);
 
-/// Mean and `1 / sqrt(biased variance + eps)` of a row.
-pub(crate) fn moments(x: &[f32], eps: f32) -> (f32, f32) {
+/// Mean and `1 / sqrt(biased variance + eps)` of a row (two passes, the
+/// second over the deviations).
+#[inline(always)]
+fn moments_of(x: &[f32], eps: f32) -> (f32, f32) {
     let n = x.len() as f32;
-    let mean = x.iter().sum::<f32>() / n;
-    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
-    (mean, 1.0 / (var + eps).sqrt())
+    let mean = sum_lanes(x) / n;
+    let mut acc = [0f32; LANES];
+    let mut chunks = x.chunks_exact(LANES);
+    for c in &mut chunks {
+        for i in 0..LANES {
+            acc[i] += (c[i] - mean) * (c[i] - mean);
+        }
+    }
+    let tail = chunks.remainder().iter().fold(0.0, |s, &v| s + (v - mean) * (v - mean));
+    (mean, 1.0 / (total(acc, tail) / n + eps).sqrt())
+}
+
+with_avx2! {
+    /// Mean and `1 / sqrt(biased variance + eps)` of a row.
+    fn moments(x: &[f32], eps: f32) -> (f32, f32) {
+        moments_of(x, eps)
+    }
+}
+
+with_avx2! {
+    /// One row of LayerNorm: `y = (x − μ) r ⊙ w + b`; returns `(μ, r)`.
+    fn layer_norm_row(y: &mut [f32], x: &[f32], w: &[f32], b: &[f32], eps: f32) -> (f32, f32) {
+        let (mean, r) = moments_of(x, eps);
+        for (((y, &x), &w), &b) in y.iter_mut().zip(x).zip(w).zip(b) {
+            *y = (x - mean) * r * w + b;
+        }
+        (mean, r)
+    }
+}
+
+with_avx2! {
+    /// One row of LayerNorm's backward from `g`, with `x̂ = (x − μ) r`:
+    /// `dw += g ⊙ x̂`, `db += g`, and, unless `dx` is empty,
+    /// `dx (+)= r (t − mean(t) − x̂ mean(t ⊙ x̂))` with `t = g ⊙ w`
+    /// (`scratch` holds `t`; all slices at least `x`'s length).
+    fn layer_norm_grad_row(dx: &mut [f32], x: &[f32], g: &[f32], w: &[f32], stats: (f32, f32), dw: &mut [f32], db: &mut [f32], scratch: &mut [f32], accumulate: bool) {
+        let d = x.len();
+        let (mean, r) = stats;
+        let (g, w, dw, db, t) = (&g[..d], &w[..d], &mut dw[..d], &mut db[..d], &mut scratch[..d]);
+        let (mut c1, mut c2) = ([0f32; LANES], [0f32; LANES]);
+        let full = d - d % LANES;
+        for c in 0..full / LANES {
+            for i in 0..LANES {
+                let j = c * LANES + i;
+                let xhat = (x[j] - mean) * r;
+                dw[j] += g[j] * xhat;
+                db[j] += g[j];
+                t[j] = g[j] * w[j];
+                c1[i] += t[j];
+                c2[i] += t[j] * xhat;
+            }
+        }
+        let (mut tail1, mut tail2) = (0f32, 0f32);
+        for j in full..d {
+            let xhat = (x[j] - mean) * r;
+            dw[j] += g[j] * xhat;
+            db[j] += g[j];
+            t[j] = g[j] * w[j];
+            tail1 += t[j];
+            tail2 += t[j] * xhat;
+        }
+        if dx.is_empty() {
+            return;
+        }
+        let (m1, m2) = (total(c1, tail1) / d as f32, total(c2, tail2) / d as f32);
+        let dx = &mut dx[..d];
+        for j in 0..d {
+            let v = r * (t[j] - m1 - (x[j] - mean) * r * m2);
+            dx[j] = if accumulate { dx[j] + v } else { v };
+        }
+    }
 }
 
 impl CustomOp1 for Normalise {
@@ -353,9 +492,48 @@ pub(crate) mod tests {
         assert_eq!(bits(&y), bits(&z.iter().map(|&x| gelu(x)).collect::<Vec<_>>()));
         gelu_grad_into(&mut y, &g, &z);
         assert_eq!(bits(&y), bits(&z.iter().zip(&g).map(|(&x, &g)| g * gelu_grad(x)).collect::<Vec<_>>()));
-        let mut row = z.clone();
-        exp_shifted_in_place(&mut row, 2.5);
-        assert_eq!(bits(&row), bits(&z.iter().map(|&x| exp_f32(x - 2.5)).collect::<Vec<_>>()));
+        // The row kernels against the same steps compiled for the baseline.
+        for n in [1usize, 15, 16, 17, 197, 4099] {
+            let (z, g) = (&z[..n], &g[..n]);
+            let mut row = z.to_vec();
+            softmax_row_in_place(&mut row);
+            let m = max_lanes(z);
+            let e: Vec<f32> = z.iter().map(|&x| exp_f32(x - m)).collect();
+            let inv = 1.0 / sum_lanes(&e);
+            assert_eq!(bits(&row), bits(&e.iter().map(|v| v * inv).collect::<Vec<_>>()), "softmax, {n}");
+            let mut dg = g.to_vec();
+            softmax_grad_row_in_place(&mut dg, &row);
+            let dot = dot_lanes(g, &row);
+            assert_eq!(bits(&dg), bits(&g.iter().zip(&row).map(|(&g, &y)| y * (g - dot)).collect::<Vec<_>>()), "softmax grad, {n}");
+            assert_eq!(moments(z, 1e-6), moments_of(z, 1e-6), "moments, {n}");
+        }
+    }
+
+    /// The lane reductions against F64 sums, on lengths around the lane
+    /// count (tails of 0, 1 and 15) and an empty row.
+    #[test]
+    fn lane_reductions_match_f64_sums() {
+        for n in [0usize, 1, 7, 15, 16, 17, 31, 32, 33, 197, 1000] {
+            let a: Vec<f32> = (0..n).map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.013).collect();
+            let b: Vec<f32> = (0..n).map(|i| ((i * 11 % 23) as f32 - 11.0) * 0.07).collect();
+            let sum: f64 = a.iter().map(|&v| v as f64).sum();
+            let dot: f64 = a.iter().zip(&b).map(|(&x, &y)| x as f64 * y as f64).sum();
+            assert!((sum_lanes(&a) as f64 - sum).abs() < 1e-5, "sum of {n}");
+            assert!((dot_lanes(&a, &b) as f64 - dot).abs() < 1e-5, "dot of {n}");
+            let max = a.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            assert_eq!(max_lanes(&a), max, "max of {n}");
+            if n > 1 {
+                let mean = sum / n as f64;
+                let var = a.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n as f64;
+                let (m, r) = moments(&a, 1e-6);
+                assert!((m as f64 - mean).abs() < 1e-6 && (r as f64 - 1.0 / (var + 1e-6).sqrt()).abs() < 1e-4 * r as f64, "moments of {n}");
+            }
+        }
+        // NaNs are ignored by the maximum, as `f32::max` does.
+        let mut x = vec![1f32; 40];
+        x[3] = f32::NAN;
+        x[20] = 5.0;
+        assert_eq!(max_lanes(&x), 5.0);
     }
 
     /// Largest absolute elementwise difference (F32 tensors of one shape).
@@ -396,14 +574,12 @@ pub(crate) mod tests {
     fn dispatched_kernels_equal_the_scalar_functions_bit_for_bit() {
         let z: Vec<f32> = (0..10_001).map(|i| (i as f32 - 5000.0) * 0.0013).collect();
         let g: Vec<f32> = (0..10_001).map(|i| ((i * 7) % 13) as f32 - 6.0).collect();
-        let (mut y, mut d, mut e) = (vec![0f32; z.len()], vec![0f32; z.len()], z.clone());
+        let (mut y, mut d) = (vec![0f32; z.len()], vec![0f32; z.len()]);
         gelu_into(&mut y, &z);
         gelu_grad_into(&mut d, &g, &z);
-        exp_shifted_in_place(&mut e, 2.0);
         for i in 0..z.len() {
             assert_eq!(y[i].to_bits(), gelu(z[i]).to_bits(), "gelu at {}", z[i]);
             assert_eq!(d[i].to_bits(), (g[i] * gelu_grad(z[i])).to_bits(), "gelu' at {}", z[i]);
-            assert_eq!(e[i].to_bits(), exp_f32(z[i] - 2.0).to_bits(), "exp at {}", z[i]);
         }
     }
 

@@ -22,7 +22,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
 use super::cpu::{tensor, CpuF32, zeros};
-use crate::ops::fused_cpu::{moments, slice};
+use crate::ops::fused_cpu::{layer_norm_grad_row, layer_norm_row, slice};
 
 struct LayerNormOp {
     eps: f32,
@@ -118,11 +118,7 @@ pub(crate) fn forward_cpu(x: &[f32], w: &[f32], b: &[f32], eps: f32) -> (Vec<f32
     let rb = rows_per_block(d);
     y.par_chunks_mut(rb * d).zip(x.par_chunks(rb * d)).zip(stats.par_chunks_mut(rb)).for_each(|((y, x), st)| {
         for ((y, x), st) in y.chunks_exact_mut(d).zip(x.chunks_exact(d)).zip(st.iter_mut()) {
-            let (mean, r) = moments(x, eps);
-            *st = (mean, r);
-            for (((y, &x), &w), &b) in y.iter_mut().zip(x).zip(w).zip(b) {
-                *y = (x - mean) * r * w + b;
-            }
+            *st = layer_norm_row(y, x, w, b, eps);
         }
     });
     (y, stats)
@@ -144,27 +140,11 @@ pub(crate) fn backward_cpu(xs: &[f32], ws: &[f32], g: &[f32], stats: &[(f32, f32
             let (dw, db) = part.split_at_mut(d);
             let lo = i * rb;
             let hi = (lo + rb).min(stats.len());
-            let mut dxhat = vec![0f32; d];
+            let mut scratch = vec![0f32; d];
             for row in lo..hi {
                 let (xr, gr) = (&xs[row * d..(row + 1) * d], &g[row * d..(row + 1) * d]);
-                let (mean, r) = stats[row];
-                let (mut c1, mut c2) = (0f32, 0f32);
-                for j in 0..d {
-                    let xhat = (xr[j] - mean) * r;
-                    dw[j] += gr[j] * xhat;
-                    db[j] += gr[j];
-                    dxhat[j] = gr[j] * ws[j];
-                    c1 += dxhat[j];
-                    c2 += dxhat[j] * xhat;
-                }
-                if !dx.is_empty() {
-                    let (c1, c2) = (c1 / d as f32, c2 / d as f32);
-                    let out = &mut dx[(row - lo) * d..(row - lo + 1) * d];
-                    for j in 0..d {
-                        let v = r * (dxhat[j] - c1 - (xr[j] - mean) * r * c2);
-                        out[j] = if accumulate { out[j] + v } else { v };
-                    }
-                }
+                let out = if dx.is_empty() { &mut [][..] } else { &mut dx[(row - lo) * d..(row - lo + 1) * d] };
+                layer_norm_grad_row(out, xr, gr, ws, stats[row], dw, db, &mut scratch, accumulate);
             }
             part
         };
