@@ -21,7 +21,7 @@
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
-use super::cpu::{matmul, repeat_rows, tensor, CpuF32, Mat, MatMut, Threads, zeros};
+use super::cpu::{matmul, matmul_bias, tensor, written, CpuF32, Mat, MatMut, Threads, zeros};
 use crate::ops::fused_cpu::slice;
 
 /// Map and channel sizes.
@@ -53,14 +53,23 @@ impl MapDims {
 pub(crate) fn band_forward(m: MapDims, x: &[f32], a: &[f32], b: &[f32]) -> Result<Vec<f32>> {
     let (k, p) = (m.k(), m.p());
     let n = x.len() / k;
-    let mut y = repeat_rows(b, n);
-    for r in 0..m.h {
-        let ((k0, k1), (p0, p1)) = m.band(r);
-        let lhs = Mat { data: &x[k0..], rows: n, cols: k1 - k0, rs: k, cs: 1 };
-        let rhs = Mat { data: &a[k0 * p + p0..], rows: k1 - k0, cols: p1 - p0, rs: p, cs: 1 };
-        matmul(MatMut::rows(&mut y[p0..], n, p1 - p0, p), lhs, rhs, 1.0, true, Threads::All)?;
+    if b.len() != p {
+        candle_core::bail!("conv3x3-rows: a bias of {} values for rows of {p}", b.len());
     }
-    Ok(y)
+    // SAFETY: the bands' output columns `p0..p1` (r = 0..h) partition the
+    // `P` columns of each row, and `matmul_bias` writes every element of its
+    // `[n, p1 - p0]` view, so all n·P elements are written.
+    unsafe {
+        written(n * p, |y| {
+            for r in 0..m.h {
+                let ((k0, k1), (p0, p1)) = m.band(r);
+                let lhs = Mat { data: &x[k0..], rows: n, cols: k1 - k0, rs: k, cs: 1 };
+                let rhs = Mat { data: &a[k0 * p + p0..], rows: k1 - k0, cols: p1 - p0, rs: p, cs: 1 };
+                matmul_bias(MatMut::uninit(&mut y[p0..], n, p1 - p0, p), lhs, rhs, &b[p0..p1], Threads::All)?;
+            }
+            Ok(())
+        })
+    }
 }
 
 /// Backward from `g` (`[n, P]`): adds `g · aᵀ` (band by band) into `dx`

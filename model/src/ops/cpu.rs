@@ -5,6 +5,7 @@
 //! setting candle uses.
 
 use std::mem::MaybeUninit;
+use std::ops::Range;
 
 use candle_core::{bail, Device, Result, Shape, Storage, StorageRef, Tensor};
 
@@ -44,62 +45,23 @@ impl<'a> CpuF32<'a> {
 /// 7-8 % of a ViT-Ti/16 step's samples in a profile (docs/MODEL.md).
 const FILL_CHUNK: usize = 1 << 15;
 
-/// `len` elements repeating `row` (`len` a multiple of its length): the one
-/// place that fills a large output buffer, in parallel chunks when large.
-fn filled(len: usize, row: &[f32]) -> Vec<f32> {
-    use rayon::prelude::*;
-    let period = row.len();
-    debug_assert!(period > 0 && len % period == 0);
-    // libc's memset and memcpy (AVX-512 stores here), not a loop of
-    // element writes, which the baseline x86-64 build turns into 16-byte
-    // stores at a fraction of their speed.
-    let zero = row.iter().all(|v| v.to_bits() == 0);
-    let fill = |c: &mut [MaybeUninit<f32>]| {
-        if zero {
-            // SAFETY: `c` is a unique borrow of `c.len()` elements; all-zero
-            // bytes are the f32 0.0, so this writes `row`'s value to each.
-            unsafe { std::ptr::write_bytes(c.as_mut_ptr(), 0, c.len()) };
-        } else {
-            for r in c.chunks_mut(period) {
-                // SAFETY: `r` is a unique borrow of `r.len() <= period`
-                // elements (exactly `period`: see below), `row` holds
-                // `period`, and the two cannot overlap (`row` is initialised
-                // memory outside the new vector).
-                unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), r.as_mut_ptr().cast::<f32>(), r.len()) };
-            }
-        }
-    };
-    let mut out: Vec<f32> = Vec::with_capacity(len);
-    let spare = &mut out.spare_capacity_mut()[..len];
-    if len < 2 * FILL_CHUNK {
-        fill(spare);
-    } else {
-        spare.par_chunks_mut(FILL_CHUNK.div_ceil(period) * period).for_each(fill);
-    }
-    // SAFETY: `fill` wrote every one of the first `len` elements of the
-    // spare capacity: the chunks cover it, and each chunk is a whole number
-    // of rows (its length is a multiple of `period`, as is `len`), each row
-    // a copy of `row`.
-    unsafe { out.set_len(len) };
-    out
-}
-
-/// `len` zeros (an output that a product or a kernel then writes or
-/// accumulates into), zeroed in parallel when large.
+/// `len` zeros (an output that a product or a kernel then accumulates
+/// into), zeroed by libc's memset (AVX-512 stores here; a loop of element
+/// writes becomes 16-byte stores in the baseline x86-64 build), in parallel
+/// chunks when large.
 pub(crate) fn zeros(len: usize) -> Vec<f32> {
+    use rayon::prelude::*;
     if len < 2 * FILL_CHUNK {
         return vec![0f32; len];
     }
-    filled(len, &[0.0])
-}
-
-/// `rows` copies of `v` back to back (an output pre-filled with its bias,
-/// onto which a product then accumulates), written in parallel when large.
-pub(crate) fn repeat_rows(v: &[f32], rows: usize) -> Vec<f32> {
-    if v.is_empty() || rows == 0 {
-        return Vec::new();
-    }
-    filled(v.len() * rows, v)
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    // SAFETY: each chunk is a unique borrow of `c.len()` elements, and
+    // all-zero bytes are the f32 0.0.
+    out.spare_capacity_mut()[..len].par_chunks_mut(FILL_CHUNK).for_each(|c| unsafe { std::ptr::write_bytes(c.as_mut_ptr(), 0, c.len()) });
+    // SAFETY: the chunks cover all `len` elements of the spare capacity,
+    // and each was zeroed just above.
+    unsafe { out.set_len(len) };
+    out
 }
 
 /// A CPU F32 tensor owning `data`.
@@ -217,6 +179,48 @@ pub(crate) fn matmul(dst: MatMut, lhs: Mat, rhs: Mat, scale: f32, accumulate: bo
     matmul_in(dst, lhs, rhs, scale, accumulate, threads, Backend::Blas)
 }
 
+/// `dst = bias + lhs · rhs`, `bias` one value per column (broadcast over
+/// the rows); `dst` may be uninitialised. In CBLAS's row or column blocks
+/// each block writes its bias rows just before its product accumulates onto
+/// them, so they are still in that core's cache: filling the whole output
+/// first wrote and then re-read it from memory (the bias copies were 2.7 %
+/// of a ViT-Ti SRMAE step's samples, docs/MODEL.md). Elsewhere (the `gemm`
+/// crate, depth slices, an empty depth) the output is filled, then
+/// accumulated onto.
+pub(crate) fn matmul_bias(dst: MatMut, lhs: Mat, rhs: Mat, bias: &[f32], threads: Threads) -> Result<()> {
+    if bias.len() != dst.cols {
+        bail!("matmul: a bias of {} values for {} columns", bias.len(), dst.cols);
+    }
+    matmul_checked(dst, lhs, rhs, 1.0, Init::Bias(bias), threads, Backend::Blas, true)
+}
+
+/// What a product does with its output's prior contents.
+#[derive(Clone, Copy)]
+enum Init<'a> {
+    /// Overwrite: `dst = p`.
+    Overwrite,
+    /// Accumulate: `dst += p`.
+    Accumulate,
+    /// Overwrite with a bias row: `dst = bias + p`.
+    Bias(&'a [f32]),
+}
+
+/// Writes `bias` into rows `rows` of `dst`'s columns `cols` (`bias` holds
+/// one value per column of the whole matrix).
+///
+/// # Safety
+/// `c` must point to a matrix with row stride `ldc` in which every element
+/// `(i, j)`, `i` in `rows`, `j` in `cols`, is valid for writes and not
+/// accessed by anyone else during the call; `cols.end <= bias.len()`.
+unsafe fn write_bias(c: *mut f32, ldc: usize, rows: Range<usize>, cols: Range<usize>, bias: &[f32]) {
+    let src = &bias[cols.clone()];
+    for i in rows {
+        // SAFETY: row `i`'s columns `cols` lie inside the matrix (the
+        // caller's guarantee), and `bias` is other memory.
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), c.add(i * ldc + cols.start), src.len()) };
+    }
+}
+
 /// Which library runs a product (`Blas` falls back to `GemmCrate` without
 /// the `mkl` or `openblas` feature or for views CBLAS cannot take).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -226,13 +230,14 @@ pub enum Backend {
 }
 
 fn matmul_in(dst: MatMut, lhs: Mat, rhs: Mat, scale: f32, accumulate: bool, threads: Threads, backend: Backend) -> Result<()> {
-    matmul_checked(dst, lhs, rhs, scale, accumulate, threads, backend, true)
+    matmul_checked(dst, lhs, rhs, scale, if accumulate { Init::Accumulate } else { Init::Overwrite }, threads, backend, true)
 }
 
 /// `matmul_in`, with the depth split (`depth_slices`) when `may_split`.
 #[allow(clippy::too_many_arguments)]
-fn matmul_checked(dst: MatMut, lhs: Mat, rhs: Mat, scale: f32, accumulate: bool, threads: Threads, backend: Backend, may_split: bool) -> Result<()> {
+fn matmul_checked(mut dst: MatMut, lhs: Mat, rhs: Mat, scale: f32, init: Init, threads: Threads, backend: Backend, may_split: bool) -> Result<()> {
     let (m, n, k) = (dst.rows, dst.cols, lhs.cols);
+    let accumulate = matches!(init, Init::Accumulate);
     if lhs.rows != m || rhs.cols != n || rhs.rows != k {
         bail!("matmul: [{m}, {n}] = [{}, {}] x [{}, {}]", lhs.rows, lhs.cols, rhs.rows, rhs.cols);
     }
@@ -246,23 +251,33 @@ fn matmul_checked(dst: MatMut, lhs: Mat, rhs: Mat, scale: f32, accumulate: bool,
         return Ok(());
     }
     if k == 0 {
-        if !accumulate {
-            for i in 0..m {
-                dst.data[i * dst.rs..i * dst.rs + n].fill(MaybeUninit::new(0.0));
-            }
+        match init {
+            Init::Accumulate => {}
+            Init::Overwrite => (0..m).for_each(|i| dst.data[i * dst.rs..i * dst.rs + n].fill(MaybeUninit::new(0.0))),
+            // SAFETY: rows 0..m, columns 0..n of `dst` lie inside its slice
+            // (checked above), which this function borrows uniquely.
+            Init::Bias(bias) => unsafe { write_bias(dst.data.as_mut_ptr().cast(), dst.rs, 0..m, 0..n, bias) },
         }
         return Ok(());
     }
     let slices = depth_slices(m, n, k);
-    if may_split && slices > 1 {
-        return matmul_depth_split(dst, lhs, rhs, scale, accumulate, slices, threads, backend);
-    }
     #[cfg(any(feature = "mkl", feature = "openblas"))]
-    if backend == Backend::Blas {
+    if backend == Backend::Blas && !(may_split && slices > 1) {
         if let (Some(a), Some(b)) = (blas::Operand::of(&lhs), blas::Operand::of(&rhs)) {
-            blas::sgemm_blocks(dst, a, b, (m, n, k), scale, accumulate, threads);
+            blas::sgemm_blocks(dst, a, b, (m, n, k), scale, init, threads);
             return Ok(());
         }
+    }
+    // The other paths accumulate onto a bias written first.
+    if let Init::Bias(bias) = init {
+        let ldc = dst.rs;
+        // SAFETY: as for the empty depth above.
+        unsafe { write_bias(dst.data.as_mut_ptr().cast(), ldc, 0..m, 0..n, bias) };
+        dst.initialized = true;
+        return matmul_checked(dst, lhs, rhs, scale, Init::Accumulate, threads, backend, may_split);
+    }
+    if may_split && slices > 1 {
+        return matmul_depth_split(dst, lhs, rhs, scale, accumulate, slices, threads, backend);
     }
     let _ = backend;
     let nthreads = candle_core::utils::get_num_threads();
@@ -341,7 +356,7 @@ fn matmul_depth_split(dst: MatMut, lhs: Mat, rhs: Mat, scale: f32, accumulate: b
         let rhs_s = Mat { data: &rhs.data[k0 * rhs.rs..], rows: k1 - k0, cols: n, rs: rhs.rs, cs: rhs.cs };
         // SAFETY: an overwriting product into the whole `[m, n]` buffer
         // (row stride n) writes all m·n elements.
-        unsafe { written(m * n, |part| matmul_checked(MatMut::uninit(part, m, n, n), lhs_s, rhs_s, scale, false, Threads::One, backend, false)) }
+        unsafe { written(m * n, |part| matmul_checked(MatMut::uninit(part, m, n, n), lhs_s, rhs_s, scale, Init::Overwrite, Threads::One, backend, false)) }
     };
     let partials: Vec<Vec<f32>> = match threads {
         Threads::All => (0..slices).into_par_iter().map(partial).collect::<Result<_>>()?,
@@ -413,7 +428,7 @@ mod blas {
 
     use rayon::prelude::*;
 
-    use super::{Mat, MatMut, Threads};
+    use super::{write_bias, Init, Mat, MatMut, Threads};
 
     const ROW_MAJOR: c_int = 101;
     const NO_TRANS: c_int = 111;
@@ -497,7 +512,7 @@ mod blas {
 
     /// `dst = beta * dst + scale * a · b` in blocks of rows (or of columns,
     /// when there are more columns), in parallel for `Threads::All`.
-    pub(super) fn sgemm_blocks(dst: MatMut, a: Operand, b: Operand, (m, n, k): (usize, usize, usize), scale: f32, accumulate: bool, threads: Threads) {
+    pub(super) fn sgemm_blocks(dst: MatMut, a: Operand, b: Operand, (m, n, k): (usize, usize, usize), scale: f32, init: Init, threads: Threads) {
         #[cfg(not(feature = "mkl"))]
         {
             static ONE_THREAD: std::sync::Once = std::sync::Once::new();
@@ -519,6 +534,13 @@ mod blas {
             }
             let (mm, nn) = if by_rows { (hi - lo, n) } else { (m, hi - lo) };
             let (a_off, b_off, c_off) = if by_rows { (lo * a.rs, 0, lo * ldc) } else { (0, lo * b.cs, lo) };
+            if let Init::Bias(bias) = init {
+                let (rows, cols) = if by_rows { (lo..hi, 0..n) } else { (0..m, lo..hi) };
+                // SAFETY: this block's elements (rows × cols) lie inside
+                // `dst` and no other block touches them (see below);
+                // `matmul_bias` checked that `bias` has `n` values.
+                unsafe { write_bias(c, ldc, rows, cols, bias) };
+            }
             // SAFETY: `matmul` checked that every element of the three
             // views lies inside its slice; a block addresses a subset of
             // those elements (rows or columns `lo..hi`), so every pointer
@@ -540,7 +562,7 @@ mod blas {
                     a.ld as c_int,
                     b.ptr.add(b_off),
                     b.ld as c_int,
-                    if accumulate { 1.0 } else { 0.0 },
+                    if matches!(init, Init::Overwrite) { 0.0 } else { 1.0 },
                     c.add(c_off),
                     ldc.max(nn) as c_int,
                 );
@@ -559,16 +581,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parallel_fills_equal_serial_ones_on_both_sides_of_the_threshold() {
-        for rows in [0, 1, 3, 2 * FILL_CHUNK / 7 - 1, 2 * FILL_CHUNK / 7 + 5, 40_000] {
-            let row: Vec<f32> = (0..7).map(|i| i as f32 - 2.5).collect();
-            let expected: Vec<f32> = (0..rows).flat_map(|_| row.iter().copied()).collect();
-            assert_eq!(repeat_rows(&row, rows), expected, "{rows} rows of 7");
-        }
-        // A row longer than a chunk, and a one-element row (the fill path).
-        let wide: Vec<f32> = (0..FILL_CHUNK + 3).map(|i| i as f32).collect();
-        assert_eq!(repeat_rows(&wide, 3), [wide.clone(), wide.clone(), wide.clone()].concat());
-        assert_eq!(repeat_rows(&[1.5], 3 * FILL_CHUNK + 1), vec![1.5; 3 * FILL_CHUNK + 1]);
+    fn parallel_zero_fills_on_both_sides_of_the_threshold() {
         for len in [0, 5, 2 * FILL_CHUNK - 1, 2 * FILL_CHUNK, 5 * FILL_CHUNK + 17] {
             let z = zeros(len);
             assert_eq!(z.len(), len);
@@ -631,6 +644,44 @@ mod tests {
             }
             let mut buf = vec![MaybeUninit::new(0f32); m * n];
             assert!(matmul_in(MatMut::uninit(&mut buf, m, n, n), Mat::rows(&a, m, k, k), Mat::rows(&b, k, n, n), 1.0, true, Threads::All, backend).is_err());
+        }
+    }
+
+    /// `bias + a · b` into an uninitialised buffer (NaN in this test build, so
+    /// a skipped element shows): row blocks, column blocks (more columns
+    /// than rows), a depth split, an empty depth and a padded output, for
+    /// both backends; a bias of the wrong length is refused.
+    #[test]
+    fn bias_products_match_a_naive_loop() {
+        for &(m, k, n) in &[(7usize, 5usize, 9usize), (300, 70, 130), (40, 30, 260), (5, 5 * DEPTH_SLICE_MIN + 333, 3), (6, 0, 4)] {
+            let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
+            let b: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.11).cos()).collect();
+            let bias: Vec<f32> = (0..n).map(|j| j as f32 * 0.5 - 3.0).collect();
+            let want = naive(&a, &b, m, k, n);
+            for backend in [Backend::Blas, Backend::GemmCrate] {
+                for threads in [Threads::All, Threads::One] {
+                    let ld = n + 2;
+                    // SAFETY: the product writes columns 0..n of every row; the two
+                    // padding columns per row are written just after.
+                    let c = unsafe {
+                        written(m * ld, |c| {
+                            matmul_checked(MatMut::uninit(c, m, n, ld), Mat::rows(&a, m, k, k), Mat::rows(&b, k, n, n), 1.0, Init::Bias(&bias), threads, backend, true)?;
+                            c.chunks_mut(ld).for_each(|row| row[n..].fill(MaybeUninit::new(7.0)));
+                            Ok(())
+                        })
+                    }
+                    .unwrap();
+                    for i in 0..m {
+                        for j in 0..n {
+                            let (got, want) = (c[i * ld + j], bias[j] + want[i * n + j]);
+                            assert!((got - want).abs() < 1e-4 * (1.0 + want.abs()), "[{m}, {k}, {n}] {backend:?} at ({i}, {j}): {got} vs {want}");
+                        }
+                        assert_eq!(&c[i * ld + n..(i + 1) * ld], &[7.0, 7.0], "padding untouched");
+                    }
+                }
+            }
+            let mut buf = vec![MaybeUninit::new(0f32); m * n];
+            assert!(matmul_bias(MatMut::uninit(&mut buf, m, n, n), Mat::rows(&a, m, k, k), Mat::rows(&b, k, n, n), &bias[1..], Threads::All).is_err());
         }
     }
 

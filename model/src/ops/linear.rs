@@ -23,7 +23,7 @@ use std::sync::OnceLock;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::cpu::{matmul, repeat_rows, tensor, written, CpuF32, Mat, MatMut, Threads, zeros};
+use super::cpu::{matmul, matmul_bias, tensor, written, CpuF32, Mat, MatMut, Threads, zeros};
 use crate::ops::fused_cpu::{gelu_grad_into, gelu_into, slice};
 
 /// `[R, in] -> [R, out]` with bias (and GELU).
@@ -142,12 +142,12 @@ impl CustomOp3 for LinearOp {
 }
 
 /// `z = x Wᵀ + b` on the CPU: `x` `[R, in]`, `w` `[out, in]`, `b` `[out]` ->
-/// `[R, out]` (the bias written first, the product accumulated onto it).
+/// `[R, out]` (`matmul_bias`: each block's bias rows, then its product onto them).
 pub(crate) fn forward_cpu(x: &[f32], w: &[f32], b: &[f32], in_dim: usize, out_dim: usize) -> Result<Vec<f32>> {
     let rows = x.len() / in_dim.max(1);
-    let mut z = repeat_rows(b, rows);
-    matmul(MatMut::rows(&mut z, rows, out_dim, out_dim), Mat::rows(x, rows, in_dim, in_dim), Mat::rows(w, out_dim, in_dim, in_dim).t(), 1.0, true, Threads::All)?;
-    Ok(z)
+    // SAFETY: `matmul_bias` writes every element of its `[rows, out]` view
+    // (row stride = its width), which is the whole buffer.
+    unsafe { written(rows * out_dim, |z| matmul_bias(MatMut::uninit(z, rows, out_dim, out_dim), Mat::rows(x, rows, in_dim, in_dim), Mat::rows(w, out_dim, in_dim, in_dim).t(), b, Threads::All)) }
 }
 
 /// `gelu(z)` elementwise, in parallel.
