@@ -236,6 +236,17 @@ with_avx2! {
 }
 
 with_avx2! {
+    /// `g ← g * gelu'(z)` elementwise, in place.
+    fn gelu_grad_in_place(g: &mut [f32], z: &[f32]) {
+        let n = g.len().min(z.len());
+        let (g, z) = (&mut g[..n], &z[..n]);
+        for i in 0..n {
+            g[i] *= gelu_grad(z[i]);
+        }
+    }
+}
+
+with_avx2! {
     /// `d = g * gelu'(z)` elementwise.
     fn gelu_grad_into(d: &mut [f32], g: &[f32], z: &[f32]) {
         // An index loop, not nested `zip`s: rustc leaves a nested zip's
@@ -492,6 +503,9 @@ pub(crate) mod tests {
         assert_eq!(bits(&y), bits(&z.iter().map(|&x| gelu(x)).collect::<Vec<_>>()));
         gelu_grad_into(&mut y, &g, &z);
         assert_eq!(bits(&y), bits(&z.iter().zip(&g).map(|(&x, &g)| g * gelu_grad(x)).collect::<Vec<_>>()));
+        let mut in_place = g.clone();
+        gelu_grad_in_place(&mut in_place, &z);
+        assert_eq!(bits(&in_place), bits(&y), "in place");
         // The row kernels against the same steps compiled for the baseline.
         for n in [1usize, 15, 16, 17, 197, 4099] {
             let (z, g) = (&z[..n], &g[..n]);

@@ -24,7 +24,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::cpu::{matmul, matmul_bias, tensor, written, CpuF32, Mat, MatMut, Threads, zeros};
-use crate::ops::fused_cpu::{gelu_grad_into, gelu_into, slice};
+use crate::ops::fused_cpu::{gelu_grad_in_place, gelu_grad_into, gelu_into, slice};
 
 /// `[R, in] -> [R, out]` with bias (and GELU).
 struct LinearOp {
@@ -167,17 +167,7 @@ pub(crate) fn gelu_backward_cpu(g: &[f32], z: &[f32]) -> Vec<f32> {
 /// `g ← g ⊙ gelu'(z)` elementwise, in place (a gradient buffer the caller
 /// owns), in parallel; the same values as `gelu_backward_cpu`.
 pub(crate) fn gelu_backward_in_place(g: &mut [f32], z: &[f32]) {
-    const PIECE: usize = 1024;
-    g.par_chunks_mut(CHUNK).zip(z.par_chunks(CHUNK)).for_each(|(g, z)| {
-        // The incoming values of each piece, copied to the stack (L1) so that
-        // the kernel reads them while it overwrites `g`.
-        let mut incoming = [0f32; PIECE];
-        for (g, z) in g.chunks_mut(PIECE).zip(z.chunks(PIECE)) {
-            let incoming = &mut incoming[..g.len()];
-            incoming.copy_from_slice(g);
-            gelu_grad_into(g, incoming, z);
-        }
-    });
+    g.par_chunks_mut(CHUNK).zip(z.par_chunks(CHUNK)).for_each(|(g, z)| gelu_grad_in_place(g, z));
 }
 
 /// The linear backward on the CPU from `dz` `[R, out]`: `dx = dz W` (when
