@@ -18,7 +18,7 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
-use super::cpu::{tensor, CpuF32, zeros};
+use super::cpu::{as_uninit, tensor, written, CpuF32};
 use super::fused_cpu::slice;
 
 /// Rows per parallel chunk: about 64 K output floats, at least one row.
@@ -45,18 +45,24 @@ impl CustomOp3 for ConcatLast {
         let parts = [slice(s1, l1, self.name())?, slice(s2, l2, self.name())?, slice(s3, l3, self.name())?];
         let width = self.width();
         let rows = parts[0].len() / self.widths[0].max(1);
-        let mut out = zeros(rows * width);
         let chunk = rows_per_chunk(width);
-        out.par_chunks_mut(chunk * width).enumerate().for_each(|(ci, o)| {
-            for (ri, row) in o.chunks_exact_mut(width).enumerate() {
-                let i = ci * chunk + ri;
-                let mut at = 0;
-                for (part, &w) in parts.iter().zip(&self.widths) {
-                    row[at..at + w].copy_from_slice(&part[i * w..(i + 1) * w]);
-                    at += w;
-                }
-            }
-        });
+        // SAFETY: every row of `width` floats is written in full: its three
+        // parts' widths add up to `width`.
+        let out = unsafe {
+            written(rows * width, |out| {
+                out.par_chunks_mut(chunk * width).enumerate().for_each(|(ci, o)| {
+                    for (ri, row) in o.chunks_exact_mut(width).enumerate() {
+                        let i = ci * chunk + ri;
+                        let mut at = 0;
+                        for (part, &w) in parts.iter().zip(&self.widths) {
+                            row[at..at + w].copy_from_slice(as_uninit(&part[i * w..(i + 1) * w]));
+                            at += w;
+                        }
+                    }
+                });
+                Ok(())
+            })?
+        };
         let mut dims = l1.shape().dims().to_vec();
         if let Some(last) = dims.last_mut() {
             *last = width;
@@ -74,14 +80,19 @@ impl CustomOp3 for ConcatLast {
             if !t.track_op() {
                 return Ok(None);
             }
-            let mut d = zeros(rows * w);
             let chunk = rows_per_chunk(width);
-            d.par_chunks_mut(chunk * w.max(1)).enumerate().for_each(|(ci, dst)| {
-                for (ri, row) in dst.chunks_exact_mut(w.max(1)).enumerate() {
-                    let i = ci * chunk + ri;
-                    row.copy_from_slice(&g[i * width + at..i * width + at + w]);
-                }
-            });
+            // SAFETY: each of the `rows` rows of `w` floats is written in full.
+            let d = unsafe {
+                written(rows * w, |d| {
+                    d.par_chunks_mut(chunk * w.max(1)).enumerate().for_each(|(ci, dst)| {
+                        for (ri, row) in dst.chunks_exact_mut(w.max(1)).enumerate() {
+                            let i = ci * chunk + ri;
+                            row.copy_from_slice(as_uninit(&g[i * width + at..i * width + at + w]));
+                        }
+                    });
+                    Ok(())
+                })?
+            };
             Ok(Some(tensor(d, t.shape())?))
         };
         let [wa, wb, wc] = self.widths;

@@ -5,7 +5,6 @@
 //! setting candle uses.
 
 use std::mem::MaybeUninit;
-use std::ops::Range;
 
 use candle_core::{bail, Device, Result, Shape, Storage, StorageRef, Tensor};
 
@@ -40,9 +39,10 @@ impl<'a> CpuF32<'a> {
 }
 
 /// Buffers of at least this many elements are filled by rayon's workers in
-/// chunks of this size: a serial fill of a step's activations (zeroed
-/// outputs, bias rows) ran on the calling thread while the workers waited,
-/// 7-8 % of a ViT-Ti/16 step's samples in a profile (docs/MODEL.md).
+/// chunks of this size (zeros, and bias rows outside the CBLAS blocks): a
+/// serial fill of a step's activations ran on the calling thread while the
+/// workers waited, 7-8 % of a ViT-Ti/16 step's samples in a profile
+/// (docs/MODEL.md).
 const FILL_CHUNK: usize = 1 << 15;
 
 /// `len` zeros (an output that a product or a kernel then accumulates
@@ -62,6 +62,28 @@ pub(crate) fn zeros(len: usize) -> Vec<f32> {
     // and each was zeroed just above.
     unsafe { out.set_len(len) };
     out
+}
+
+/// `v` as `MaybeUninit` values, to copy into memory not yet initialised.
+pub(crate) fn as_uninit(v: &[f32]) -> &[MaybeUninit<f32>] {
+    // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and an initialised
+    // value is a valid `MaybeUninit`; the view is read-only.
+    unsafe { &*(v as *const [f32] as *const [MaybeUninit<f32>]) }
+}
+
+/// Writes `bias` into columns `0..n` of every row of `dst` (rows in
+/// parallel when large), which makes it initialised.
+fn fill_bias(dst: &mut MatMut, bias: &[f32]) {
+    use rayon::prelude::*;
+    let (m, n) = (dst.rows, dst.cols);
+    let (bias, stride) = (as_uninit(&bias[..n]), dst.rs.max(n));
+    let write = |row: &mut [MaybeUninit<f32>]| row[..n].copy_from_slice(bias);
+    if m * n < 2 * FILL_CHUNK {
+        dst.data.chunks_mut(stride).take(m).for_each(write);
+    } else {
+        dst.data.par_chunks_mut(stride).take(m).for_each(write);
+    }
+    dst.initialized = true;
 }
 
 /// A CPU F32 tensor owning `data`.
@@ -205,22 +227,6 @@ enum Init<'a> {
     Bias(&'a [f32]),
 }
 
-/// Writes `bias` into rows `rows` of `dst`'s columns `cols` (`bias` holds
-/// one value per column of the whole matrix).
-///
-/// # Safety
-/// `c` must point to a matrix with row stride `ldc` in which every element
-/// `(i, j)`, `i` in `rows`, `j` in `cols`, is valid for writes and not
-/// accessed by anyone else during the call; `cols.end <= bias.len()`.
-unsafe fn write_bias(c: *mut f32, ldc: usize, rows: Range<usize>, cols: Range<usize>, bias: &[f32]) {
-    let src = &bias[cols.clone()];
-    for i in rows {
-        // SAFETY: row `i`'s columns `cols` lie inside the matrix (the
-        // caller's guarantee), and `bias` is other memory.
-        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), c.add(i * ldc + cols.start), src.len()) };
-    }
-}
-
 /// Which library runs a product (`Blas` falls back to `GemmCrate` without
 /// the `mkl` or `openblas` feature or for views CBLAS cannot take).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -254,9 +260,7 @@ fn matmul_checked(mut dst: MatMut, lhs: Mat, rhs: Mat, scale: f32, init: Init, t
         match init {
             Init::Accumulate => {}
             Init::Overwrite => (0..m).for_each(|i| dst.data[i * dst.rs..i * dst.rs + n].fill(MaybeUninit::new(0.0))),
-            // SAFETY: rows 0..m, columns 0..n of `dst` lie inside its slice
-            // (checked above), which this function borrows uniquely.
-            Init::Bias(bias) => unsafe { write_bias(dst.data.as_mut_ptr().cast(), dst.rs, 0..m, 0..n, bias) },
+            Init::Bias(bias) => fill_bias(&mut dst, bias),
         }
         return Ok(());
     }
@@ -270,10 +274,7 @@ fn matmul_checked(mut dst: MatMut, lhs: Mat, rhs: Mat, scale: f32, init: Init, t
     }
     // The other paths accumulate onto a bias written first.
     if let Init::Bias(bias) = init {
-        let ldc = dst.rs;
-        // SAFETY: as for the empty depth above.
-        unsafe { write_bias(dst.data.as_mut_ptr().cast(), ldc, 0..m, 0..n, bias) };
-        dst.initialized = true;
+        fill_bias(&mut dst, bias);
         return matmul_checked(dst, lhs, rhs, scale, Init::Accumulate, threads, backend, may_split);
     }
     if may_split && slices > 1 {
@@ -424,11 +425,28 @@ pub fn blas_name() -> &'static str {
 /// "serial" build is not safe: its buffer pool has no locks).
 #[cfg(any(feature = "mkl", feature = "openblas"))]
 mod blas {
+    use std::ops::Range;
     use std::os::raw::c_int;
 
     use rayon::prelude::*;
 
-    use super::{write_bias, Init, Mat, MatMut, Threads};
+    use super::{Init, Mat, MatMut, Threads};
+
+    /// Writes `bias` into rows `rows` of `dst`'s columns `cols` (`bias` holds
+    /// one value per column of the whole matrix).
+    ///
+    /// # Safety
+    /// `c` must point to a matrix with row stride `ldc` in which every element
+    /// `(i, j)`, `i` in `rows`, `j` in `cols`, is valid for writes and not
+    /// accessed by anyone else during the call; `cols.end <= bias.len()`.
+    unsafe fn write_bias(c: *mut f32, ldc: usize, rows: Range<usize>, cols: Range<usize>, bias: &[f32]) {
+        let src = &bias[cols.clone()];
+        for i in rows {
+            // SAFETY: row `i`'s columns `cols` lie inside the matrix (the
+            // caller's guarantee), and `bias` is other memory.
+            unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), c.add(i * ldc + cols.start), src.len()) };
+        }
+    }
 
     const ROW_MAJOR: c_int = 101;
     const NO_TRANS: c_int = 111;

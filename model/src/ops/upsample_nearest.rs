@@ -14,7 +14,7 @@
 use candle_core::{Result, Tensor};
 use rayon::prelude::*;
 
-use super::cpu::{tensor, zeros, CpuF32};
+use super::cpu::{as_uninit, tensor, written, CpuF32};
 
 /// `[N, H, W, C]` -> `[N, H·s, W·s, C]`, each pixel repeated over an s×s block.
 /// # Shapes
@@ -31,20 +31,26 @@ pub fn upsample_nearest_hwc(x: &Tensor, s: usize) -> Result<Tensor> {
     let xv = CpuF32::new(&x, "upsample-nearest")?;
     let src = xv.slice()?;
     let (out_w, map_in) = (w * s * c, h * w * c);
-    let mut out = zeros(n * h * s * out_w);
-    if !out.is_empty() {
-        // One output map per task: H·s rows of W·s·C floats.
-        out.par_chunks_mut(h * s * out_w).zip(src.par_chunks(map_in.max(1))).for_each(|(dst, map)| {
-            for (y, row) in dst.chunks_exact_mut(out_w).enumerate() {
-                let src_row = &map[(y / s) * w * c..(y / s + 1) * w * c];
-                for (px, block) in src_row.chunks_exact(c.max(1)).zip(row.chunks_exact_mut(s * c.max(1))) {
-                    for rep in block.chunks_exact_mut(c.max(1)) {
-                        rep.copy_from_slice(px);
+    // SAFETY: each output map's H·s rows of W·s·C floats are written in
+    // full: every output pixel is a copy of its source pixel.
+    let out = unsafe {
+        written(n * h * s * out_w, |out| {
+            if !out.is_empty() {
+                // One output map per task: H·s rows of W·s·C floats.
+                out.par_chunks_mut(h * s * out_w).zip(src.par_chunks(map_in.max(1))).for_each(|(dst, map)| {
+                    for (y, row) in dst.chunks_exact_mut(out_w).enumerate() {
+                        let src_row = as_uninit(&map[(y / s) * w * c..(y / s + 1) * w * c]);
+                        for (px, block) in src_row.chunks_exact(c.max(1)).zip(row.chunks_exact_mut(s * c.max(1))) {
+                            for rep in block.chunks_exact_mut(c.max(1)) {
+                                rep.copy_from_slice(px);
+                            }
+                        }
                     }
-                }
+                });
             }
-        });
-    }
+            Ok(())
+        })?
+    };
     tensor(out, (n, h * s, w * s, c))
 }
 
